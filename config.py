@@ -1,0 +1,70 @@
+"""easycls configuration: edit the values, then run `python train.py`, `python evaluate.py`, `python predict.py`.
+
+Any key can also be overridden on the command line as key=value (parsed as a Python literal), for example
+`python train.py epochs=5 model_name=resnet18`. README.md documents every key and the spec strings.
+"""
+cfg = dict(
+    # --- global
+    model_name="resnet10t",  # timm name, 'tv:<torchvision name>', or an alias such as 'mobilenetv3'
+    GPU_ID="0",                  # CUDA device index as a string; 'cpu' forces the CPU
+    class_number=10,             # must equal the number of class folders in train_path
+    class_names=[],              # [] = every sub-folder of train_path, sorted; or a list fixing names and order
+    random_seed=42,              # seeds weights, shuffling and augmentation
+    cfg_verbose=True,            # print the resolved config at the start of training
+    num_workers=2,               # decoding threads (RAM cache) or DataLoader workers (streaming)
+
+    # --- data (class folders: train_path/<class>/<image>)
+    train_path="data/digits/train",  # the built-in digits data is written here on first use
+    val_path="data/digits/val",      # '' = hold out fold val_fold of k_flod from train_path
+    test_path="data/digits/test",    # predict.py labels every image under this folder
+    eval_path="",                # labelled folder for evaluate.py; '' = test_path
+    k_flod=5,                    # number of folds when val_path is ''
+    val_fold=0,                  # which fold is val when val_path is ''
+    target_img_size=[32, 32],    # [height, width] the images are resized to
+    channels=1,                  # 1 = grayscale, 3 = RGB (any input is converted)
+    mean=None,                   # None = the model's normalisation; or one float per channel
+    std=None,                    # None = the model's normalisation; or one float per channel
+    augment="light",             # 'none', 'light' or 'strong' random affine, applied per batch
+    hflip=False,                 # random horizontal flips (off for digits and text)
+    try_to_train_items=0,        # 0 = all images; N = use N train and N val images (smoke runs)
+    cache="auto",                # 'auto': decode once into RAM when it fits cache_mb; 'ram'; 'none' (stream)
+    cache_mb=4096,               # RAM budget for decoded images, in MB
+    audit=False,                 # check the dataset (counts, unreadable files, duplicates) before training
+
+    # --- model
+    pretrained="",               # '' or a local .pth/.pt/.safetensors file (state_dict or checkpoint)
+    pretrained_key_map={},       # extra {regex: replacement} rules for pretrained key names
+    dropout=0.0,                 # dropout before the classifier
+    freeze_nonlinear_epoch=0,    # train only the classifier for this many epochs first
+    sync_bn=False,               # synchronise BatchNorm across GPUs under torchrun
+
+    # --- training
+    learning_rate=0.002,
+    batch_size=64,
+    epochs=30,
+    optimizer="AdamW",           # Adam, AdamW, SGD, AdaBelief, Ranger, ... or any timm optimizer name
+    weight_decay=0.01,           # not applied to biases and norm layers
+    scheduler="cosine",          # default-0.1-3, step-4-0.8, SGDR-5-2, multi-30,60-0.1, cosine, constant
+    warmup_epoch=0,              # linear learning-rate warm-up epochs
+    loss="CE",                   # CE, Focalloss-2, BCE
+    label_smooth=0.0,            # label smoothing in [0, 1)
+    class_weight=None,           # None or one weight per class
+    clip_gradient=0,             # 0 = off; else the max gradient norm
+    early_stop_patient=7,        # stop after this many epochs without improvement; 0 = never
+    monitor="val_acc",           # metric for best.pth and early stopping: val_acc, val_f1 or val_loss
+    metrics=["acc"],             # add 'F1' to log macro F1 every epoch
+    amp="auto",                  # 'auto' (fp16 on CUDA, off on CPU), 'fp16', 'bf16', 'off'
+    channels_last="auto",        # 'auto' (on for CUDA), True or False
+    compile=False,               # torch.compile the model
+    resume=False,                # True = continue from save_dir/last.pth; or a checkpoint path
+
+    # --- outputs, evaluation, prediction
+    save_dir="output/",
+    save_best_only=True,         # False also keeps epoch_NNN.pth every epoch
+    save_one_only=True,          # False also keeps best_eNNN_<metric>.pth for every improvement
+    model_path="",               # checkpoint for evaluate/predict; '' = save_dir/best.pth
+    test_batch_size=256,
+    TTA=False,                   # average each prediction with its horizontal flip
+    save_probs=False,            # add one probability column per class to pre.csv
+    cm_normalize=False,          # row-normalise the confusion-matrix picture
+)

@@ -1,0 +1,231 @@
+"""Config defaults, a typed schema, validation and ``key=value`` overrides.
+
+A config is a plain dict. ``load_config`` reads ``cfg`` from a Python file (the user's ``config.py``), fills in
+defaults, applies command-line overrides parsed as Python literals, and validates every key before anything else
+happens, so a typo costs one clear line instead of a crashed run.
+"""
+import ast
+import difflib
+import os
+import runpy
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, Optional
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Key:
+    """A config key: its default, a predicate on values, and the allowed values in words."""
+
+    default: object
+    ok: Callable[[object], bool]
+    allowed: str
+
+
+def _is(*types):
+    return lambda v: isinstance(v, types) and not (bool not in types and isinstance(v, bool))
+
+
+def _num(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _choice(*values):
+    return lambda v: v in values
+
+
+def _size(v):
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v > 0
+    return isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) and x > 0 for x in v)
+
+
+def _floats_or_none(v):
+    return v is None or (isinstance(v, (list, tuple)) and len(v) > 0 and all(_num(x) for x in v))
+
+
+def _str_list(v):
+    return isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)
+
+
+def _int_ge(low):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _float_in(low, high, high_open=True):
+    return lambda v: _num(v) and low <= v and (v < high if high_open else v <= high)
+
+
+def _spec(kind):
+    def check(v):
+        from . import losses, optim, schedulers  # late import: the registries import this module's errors
+        registry = {"loss": losses.LOSSES, "optimizer": optim.OPTIMIZERS, "scheduler": schedulers.SCHEDULERS}[kind]
+        if kind == "optimizer" and isinstance(v, str) and optim.is_timm_optimizer(v):
+            return True
+        registry.parse(v)  # raises SpecError with the valid names and an example
+        return True
+    return check
+
+
+BOOL = "True or False"
+MONITORS = {"val_acc": "max", "val_f1": "max", "val_loss": "min"}
+
+SCHEMA: Dict[str, Key] = {
+    # global
+    "model_name": Key("resnet10t", _is(str), "a timm model name, 'tv:<torchvision name>' or an alias"),
+    "GPU_ID": Key("0", _is(str), "a CUDA device index as a string such as '0', or 'cpu'"),
+    "class_number": Key(10, _int_ge(2), "an integer >= 2"),
+    "class_names": Key([], _str_list, "a list of class folder names, or [] to use every folder"),
+    "random_seed": Key(42, _int_ge(0), "an integer >= 0"),
+    "cfg_verbose": Key(True, _is(bool), BOOL),
+    "num_workers": Key(2, _int_ge(0), "an integer >= 0"),
+    # data
+    "train_path": Key("data/digits/train", _is(str), "a folder with one sub-folder per class"),
+    "val_path": Key("data/digits/val", _is(str), "a folder with one sub-folder per class, or '' to use k_flod"),
+    "test_path": Key("data/digits/test", _is(str), "a folder of images (sub-folders allowed)"),
+    "eval_path": Key("", _is(str), "a labelled class-folder dataset, or '' to use test_path"),
+    "k_flod": Key(5, _int_ge(2), "an integer >= 2 (folds used when val_path is '')"),
+    "val_fold": Key(0, _int_ge(0), "an integer in [0, k_flod)"),
+    "target_img_size": Key([32, 32], _size, "[height, width] or one integer, in pixels"),
+    "channels": Key(1, _choice(1, 3), "1 (grayscale) or 3 (RGB)"),
+    "mean": Key(None, _floats_or_none, "None (from the model) or a list of floats, one per channel"),
+    "std": Key(None, _floats_or_none, "None (from the model) or a list of floats, one per channel"),
+    "augment": Key("light", _choice("none", "light", "strong"), "'none', 'light' or 'strong'"),
+    "hflip": Key(False, _is(bool), BOOL),
+    "try_to_train_items": Key(0, _int_ge(0), "0 (all images) or a positive number of images"),
+    "cache": Key("auto", _choice("auto", "ram", "none"), "'auto', 'ram' or 'none'"),
+    "cache_mb": Key(4096, _int_ge(1), "a positive number of megabytes"),
+    "audit": Key(False, _is(bool), BOOL),
+    # model
+    "pretrained": Key("", _is(str), "'' or a path to a .pth, .pt or .safetensors file"),
+    "pretrained_key_map": Key({}, _is(dict), "a dict of {regex: replacement} applied to pretrained keys"),
+    "dropout": Key(0.0, _float_in(0, 1), "a float in [0, 1)"),
+    "freeze_nonlinear_epoch": Key(0, _int_ge(0), "an integer >= 0"),
+    "sync_bn": Key(False, _is(bool), BOOL),
+    # training
+    "learning_rate": Key(0.002, lambda v: _num(v) and v > 0, "a number > 0"),
+    "batch_size": Key(64, _int_ge(1), "an integer >= 1"),
+    "epochs": Key(30, _int_ge(1), "an integer >= 1"),
+    "optimizer": Key("AdamW", _spec("optimizer"), "an optimizer spec"),
+    "weight_decay": Key(0.01, lambda v: _num(v) and v >= 0, "a number >= 0"),
+    "scheduler": Key("cosine", _spec("scheduler"), "a scheduler spec"),
+    "warmup_epoch": Key(0, _int_ge(0), "an integer >= 0"),
+    "loss": Key("CE", _spec("loss"), "a loss spec"),
+    "label_smooth": Key(0.0, _float_in(0, 1), "a float in [0, 1)"),
+    "class_weight": Key(None, _floats_or_none, "None or a list of class_number floats"),
+    "clip_gradient": Key(0, lambda v: _num(v) and v >= 0, "0 (off) or a max gradient norm > 0"),
+    "early_stop_patient": Key(7, _int_ge(0), "0 (off) or a number of epochs"),
+    "monitor": Key("val_acc", _choice(*MONITORS), "one of " + ", ".join(MONITORS)),
+    "metrics": Key(["acc"], lambda v: _str_list(v) and set(v) <= {"acc", "F1"}, "a list from ['acc', 'F1']"),
+    "amp": Key("auto", _choice("auto", "fp16", "bf16", "off"), "'auto', 'fp16', 'bf16' or 'off'"),
+    "channels_last": Key("auto", _choice("auto", True, False), "'auto', True or False"),
+    "compile": Key(False, _is(bool), BOOL),
+    "resume": Key(False, lambda v: isinstance(v, (bool, str)), "False, True (save_dir/last.pth) or a path"),
+    # outputs, evaluation and prediction
+    "save_dir": Key("output/", _is(str), "a folder path"),
+    "save_best_only": Key(True, _is(bool), BOOL),
+    "save_one_only": Key(True, _is(bool), BOOL),
+    "model_path": Key("", _is(str), "'' (save_dir/best.pth) or a checkpoint path"),
+    "test_batch_size": Key(256, _int_ge(1), "an integer >= 1"),
+    "TTA": Key(False, _is(bool), BOOL),
+    "save_probs": Key(False, _is(bool), BOOL),
+    "cm_normalize": Key(False, _is(bool), BOOL),
+}
+
+# Seed keys whose feature is not built: accepted while off, rejected by name when turned on.
+NOT_BUILT = {
+    "show_heatmap": "Grad-CAM heatmaps are not built",
+    "show_data": "augmentation previews are not built",
+    "use_distill": "knowledge distillation is not built",
+    "sample_weights": "weighted sampling is not built; use class_weight",
+    "merge": "merging several models' predictions is not built",
+    "mixup": "mixup is not built",
+    "cutmix": "cutmix is not built",
+    "start_fold": "running several folds in one call is not built; set val_fold",
+}
+
+
+def defaults() -> dict:
+    """A fresh dict of every key's default value."""
+    return {k: (list(v.default) if isinstance(v.default, list) else v.default) for k, v in SCHEMA.items()}
+
+
+def _unknown(key: str) -> ConfigError:
+    close = difflib.get_close_matches(key, list(SCHEMA) + list(NOT_BUILT), n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"unknown config key '{key}'{hint}")
+
+
+def validate(cfg: dict) -> dict:
+    """Check every key and value; return ``cfg`` with not-built keys removed. Raises :class:`ConfigError`."""
+    for key, value in cfg.items():
+        if key in NOT_BUILT:
+            if value not in (False, 0, None, "", [], {}):
+                raise ConfigError(f"config key '{key}' = {value!r} is not supported: {NOT_BUILT[key]}. "
+                                  f"Leave it off (False, 0, None or '').")
+            continue
+        if key not in SCHEMA:
+            raise _unknown(key)
+        if not SCHEMA[key].ok(value):
+            raise ConfigError(f"bad value for '{key}': {value!r}; allowed: {SCHEMA[key].allowed}")
+    _check_relations(cfg)
+    return {k: v for k, v in cfg.items() if k not in NOT_BUILT}
+
+
+def _check_relations(cfg: dict) -> None:
+    weights = cfg.get("class_weight")
+    if weights is not None and len(weights) != cfg["class_number"]:
+        raise ConfigError(f"class_weight has {len(weights)} values but class_number is {cfg['class_number']}")
+    if cfg["val_fold"] >= cfg["k_flod"]:
+        raise ConfigError(f"val_fold={cfg['val_fold']} must be below k_flod={cfg['k_flod']}")
+    for key in ("mean", "std"):
+        if cfg[key] is not None and len(cfg[key]) not in (1, cfg["channels"]):
+            raise ConfigError(f"'{key}' has {len(cfg[key])} values; give 1 or channels={cfg['channels']}")
+    if cfg["class_names"] and len(cfg["class_names"]) != cfg["class_number"]:
+        raise ConfigError(f"class_names lists {len(cfg['class_names'])} names but class_number is "
+                          f"{cfg['class_number']}")
+
+
+def parse_override(text: str):
+    """Split ``key=value`` and parse the value as a Python literal, falling back to the raw string."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip().lstrip("-")
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw
+    return key, value
+
+
+def read_config_file(path: str) -> dict:
+    """Run a config file (the user's own Python) and return its ``cfg`` dict."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    cfg = runpy.run_path(path).get("cfg")
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path} must define cfg = dict(...)")
+    return cfg
+
+
+def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> dict:
+    """Defaults, then the config file (``config.py`` in the working folder if present), then overrides."""
+    cfg = defaults()
+    if path is None and os.path.isfile("config.py"):
+        path = "config.py"
+    if path is not None:
+        cfg.update(read_config_file(path))
+    for item in overrides:
+        key, value = parse_override(item)
+        if key not in SCHEMA and key not in NOT_BUILT:
+            raise _unknown(key)
+        cfg[key] = value
+    return validate(cfg)
+
+
+def image_size(cfg: dict) -> tuple:
+    """``target_img_size`` as an ``(height, width)`` tuple."""
+    size = cfg["target_img_size"]
+    return (size, size) if isinstance(size, int) else tuple(size)

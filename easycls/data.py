@@ -1,0 +1,253 @@
+"""Datasets and loaders: one scan, one decoder, an in-memory uint8 cache, and batch-wise tensor augmentation.
+
+Small datasets (the common case) are decoded once into a ``(N, C, H, W)`` uint8 tensor and served from memory;
+larger ones stream through DataLoader workers. Both loaders yield the same :class:`Batch`, and training,
+validation, evaluation and prediction all turn uint8 batches into model input with :class:`Preprocessor`.
+"""
+import logging
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .errors import DataError
+from .images import ImageReadError, is_hidden, is_image_name, list_images, read_image
+
+log = logging.getLogger(__name__)
+
+
+class Batch(NamedTuple):
+    """uint8 images ``(B, C, H, W)``, labels, dataset indices, and ``(index, reason)`` of files that failed."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor
+    failures: List[Tuple[int, str]]
+
+
+@dataclass
+class Samples:
+    """Image paths with integer labels (``-1`` when unlabelled) and the class names they index."""
+
+    paths: List[str]
+    labels: List[int]
+    classes: List[str]
+
+    def subset(self, keep: Sequence[int]) -> "Samples":
+        return Samples([self.paths[i] for i in keep], [self.labels[i] for i in keep], self.classes)
+
+
+def class_folders(root: str) -> List[str]:
+    """Sorted class sub-folders of ``root``; an image lying at the top level is an error."""
+    if not os.path.isdir(root):
+        raise DataError(f"dataset folder not found: {root}")
+    entries = sorted(os.listdir(root))
+    stray = [e for e in entries if is_image_name(e) and os.path.isfile(os.path.join(root, e))]
+    if stray:
+        raise DataError(f"{root} has images at its top level ({', '.join(stray[:3])}); "
+                        f"put every image in a sub-folder named after its class")
+    folders = [e for e in entries if os.path.isdir(os.path.join(root, e)) and not is_hidden(e)]
+    if not folders:
+        raise DataError(f"{root} has no class sub-folders")
+    return folders
+
+
+def scan_labelled(root: str, classes: Optional[List[str]] = None) -> Samples:
+    """Scan a class-folder dataset. With ``classes`` given, every folder must be one of them."""
+    folders = class_folders(root)
+    classes = list(classes) if classes else folders
+    unknown = [f for f in folders if f not in classes]
+    if unknown:
+        raise DataError(f"{root} has class folder(s) {unknown} that the model does not know; "
+                        f"known classes: {classes}")
+    paths, labels, others = [], [], 0
+    for folder in folders:
+        images, skipped = list_images(os.path.join(root, folder))
+        if not images:
+            raise DataError(f"class folder {os.path.join(root, folder)} has no images "
+                            f"(accepted: png, jpg, jpeg, bmp, webp, tif)")
+        paths += images
+        labels += [classes.index(folder)] * len(images)
+        others += len(skipped)
+    if others:
+        log.warning("%s: skipped %d files that are not images", root, others)
+    return Samples(paths, labels, classes)
+
+
+def scan_unlabelled(root: str) -> Tuple[Samples, List[str]]:
+    """Every image under ``root`` (recursively, in a stable order) and the non-image files skipped."""
+    if not os.path.isdir(root):
+        raise DataError(f"folder not found: {root}")
+    images, others = list_images(root)
+    return Samples(images, [-1] * len(images), []), others
+
+
+def decode_all(samples: Samples, channels: int, size, workers: int) -> Tuple[torch.Tensor, Samples]:
+    """Decode every image once into a uint8 tensor; unreadable files are named, counted and left out."""
+    height, width = size
+    out = torch.empty((len(samples.paths), channels, height, width), dtype=torch.uint8)
+    ok, failed = [], []
+
+    def work(i):
+        try:
+            out[i] = torch.from_numpy(read_image(samples.paths[i], channels, size)).permute(2, 0, 1)
+            return None
+        except ImageReadError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for i, reason in enumerate(pool.map(work, range(len(samples.paths)))):
+            (failed if reason else ok).append((i, reason) if reason else i)
+    report_failures([(samples.paths[i], r) for i, r in failed])
+    if len(ok) == len(samples.paths):
+        return out, samples
+    return out[ok], samples.subset(ok)
+
+
+def report_failures(failures: List[Tuple[str, str]]) -> None:
+    for path, reason in failures:
+        log.warning("skipped %s: %s", path, reason)
+    if failures:
+        log.warning("skipped %d unreadable file(s) in all", len(failures))
+
+
+def epoch_order(n: int, shuffle: bool, seed: int, epoch: int, rank: int = 0, world: int = 1,
+                even: bool = False) -> torch.Tensor:
+    """This rank's indices for one epoch: a seeded shuffle per epoch, split across ``world`` ranks.
+
+    ``even`` pads by repeating a few indices so every rank gets the same count (training needs equal steps).
+    """
+    if shuffle:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+    else:
+        order = torch.arange(n)
+    if even and world > 1 and n % world:
+        order = torch.cat([order, order[: world - n % world]])
+    return order[rank::world]
+
+
+class EpochSampler(Sampler):
+    """A Sampler over :func:`epoch_order`; call ``set_epoch`` before each epoch."""
+
+    def __init__(self, n: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1, even: bool = False):
+        self.n, self.shuffle, self.seed, self.rank, self.world, self.even = n, shuffle, seed, rank, world, even
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(epoch_order(self.n, self.shuffle, self.seed, self.epoch, self.rank, self.world, self.even)
+                    .tolist())
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.world) if self.even else len(range(self.rank, self.n, self.world))
+
+
+class MemoryLoader:
+    """Batches sliced from an in-memory uint8 tensor: no workers, no per-image Python work."""
+
+    def __init__(self, images: torch.Tensor, labels: Sequence[int], batch_size: int, sampler: EpochSampler,
+                 drop_last: bool = False):
+        self.images = images
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.batch_size, self.sampler, self.drop_last = batch_size, sampler, drop_last
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        count = len(self.sampler)
+        return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = torch.tensor(list(self.sampler), dtype=torch.long)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            yield Batch(self.images[idx], self.labels[idx], idx, [])
+
+
+class FileDataset(Dataset):
+    """Decodes one file per item; a failure is returned as a reason, never as another image."""
+
+    def __init__(self, samples: Samples, channels: int, size):
+        self.samples, self.channels, self.size = samples, channels, tuple(size)
+
+    def __len__(self) -> int:
+        return len(self.samples.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            image = torch.from_numpy(read_image(self.samples.paths[i], self.channels, self.size)).permute(2, 0, 1)
+            return image, self.samples.labels[i], i, ""
+        except ImageReadError as exc:
+            return None, self.samples.labels[i], i, str(exc)
+
+
+def collate(items) -> Batch:
+    good = [it for it in items if it[0] is not None]
+    images = torch.stack([it[0] for it in good]) if good else torch.empty(0, dtype=torch.uint8)
+    return Batch(images, torch.tensor([it[1] for it in good], dtype=torch.long),
+                 torch.tensor([it[2] for it in good], dtype=torch.long),
+                 [(it[2], it[3]) for it in items if it[0] is None])
+
+
+class StreamLoader(DataLoader):
+    """A DataLoader of :class:`FileDataset` yielding :class:`Batch`; memory stays flat whatever the size."""
+
+    def __init__(self, dataset: FileDataset, batch_size: int, sampler: EpochSampler, workers: int,
+                 drop_last: bool = False):
+        super().__init__(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
+                         drop_last=drop_last, persistent_workers=workers > 0,
+                         prefetch_factor=4 if workers > 0 else None)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+
+class BatchAugment:
+    """Random affine (scale, rotation, shift, optional horizontal flip) applied to a whole float batch at once."""
+
+    LEVELS = {"light": (0.10, 10.0, 0.10), "strong": (0.20, 20.0, 0.15)}
+
+    def __init__(self, level: str, hflip: bool):
+        self.scale, self.degrees, self.shift = self.LEVELS[level]
+        self.hflip = hflip
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        uniform = lambda a: (torch.rand(n, device=x.device) * 2 - 1) * a  # noqa: E731
+        scale = 1 + uniform(self.scale)
+        angle = uniform(math.radians(self.degrees))
+        flip = torch.where(torch.rand(n, device=x.device) < 0.5, -1.0, 1.0) if self.hflip else torch.ones(n,
+                                                                                                   device=x.device)
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        theta = torch.stack([torch.stack([cos * flip, -sin, uniform(2 * self.shift)], 1),
+                             torch.stack([sin * flip, cos, uniform(2 * self.shift)], 1)], 1)
+        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+class Preprocessor:
+    """uint8 batch -> normalised float model input; the one preprocessing path for train, eval and predict."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], channels: int, device: torch.device,
+                 channels_last: bool = False, augment: Optional[BatchAugment] = None):
+        shape = (1, channels, 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32).expand(channels).reshape(shape)
+        std_t = torch.tensor(std, dtype=torch.float32).expand(channels).reshape(shape)
+        self.scale = (1.0 / (255.0 * std_t)).to(device)
+        self.shift = (-mean_t / std_t).to(device)
+        self.device, self.channels_last, self.augment = device, channels_last, augment
+
+    def __call__(self, images: torch.Tensor, train: bool = False) -> torch.Tensor:
+        x = images.to(self.device, non_blocking=True).float()
+        if train and self.augment is not None:
+            x = self.augment(x)
+        x = torch.addcmul(self.shift, x, self.scale)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -1,0 +1,86 @@
+"""Finding image files and decoding one image into a uint8 array, whatever its format.
+
+PIL decodes (EXIF orientation, 16-bit, transparency, CMYK and palette handling, decompression-bomb checks);
+OpenCV resizes, because ``cv2.resize`` with INTER_AREA is both fast and a good anti-aliasing filter.
+"""
+import os
+import warnings
+from typing import List, Tuple
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+BACKGROUND = (255, 255, 255)  # transparent pixels are flattened onto white
+
+
+class ImageReadError(Exception):
+    """An image file that cannot be used; the message is the reason."""
+
+
+def is_hidden(name: str) -> bool:
+    """Hidden files and folders, macOS resource forks (``._x``) and ``__MACOSX`` archives are never data."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTS) and not is_hidden(name)
+
+
+def list_images(root: str) -> Tuple[List[str], List[str]]:
+    """All image files under ``root``, recursively and sorted, plus the other (skipped) files."""
+    images, others = [], []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not is_hidden(d))
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            (images if is_image_name(name) else others).append(path)
+    return images, others
+
+
+def _flatten_alpha(im: Image.Image) -> Image.Image:
+    rgba = im.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+    return Image.alpha_composite(background, rgba)
+
+
+def _to_mode(im: Image.Image, channels: int) -> Image.Image:
+    """Convert any PIL mode to 8-bit L or RGB; 16-bit data is scaled into 0..255, never clipped."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        arr = np.asarray(im, dtype=np.float32)
+        scale = 255.0 / 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 1.0
+        im = Image.fromarray(np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8), "L")
+    elif im.mode == "F":
+        im = Image.fromarray(np.clip(np.asarray(im), 0, 255).astype(np.uint8), "L")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = _flatten_alpha(im)
+    return im.convert("L" if channels == 1 else "RGB")
+
+
+def _open(path: str, channels: int) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            return np.array(_to_mode(im, channels))  # a writable copy
+
+
+def read_image(path: str, channels: int, size: Tuple[int, int]) -> np.ndarray:
+    """Decode ``path`` into a ``(height, width, channels)`` uint8 array of ``size``; raise :class:`ImageReadError`."""
+    try:
+        if os.path.getsize(path) == 0:
+            raise ImageReadError("empty file")
+        arr = _open(path, channels)
+    except UnidentifiedImageError:
+        raise ImageReadError("not an image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageReadError("decompression bomb (too many pixels)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        reason = "truncated" if "truncated" in str(exc) else str(exc).splitlines()[0][:100]
+        raise ImageReadError(reason) from None
+    height, width = size
+    if arr.shape[:2] != (height, width):
+        shrink = arr.shape[0] > height or arr.shape[1] > width
+        arr = cv2.resize(arr, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return arr.reshape(height, width, channels)

@@ -1,0 +1,69 @@
+"""Optimizer registry over ``timm.optim``: the seed's names plus any timm optimizer name.
+
+Nothing is vendored: ``Ranger`` is timm's Lookahead over RAdam, ``AdaBelief`` is timm's AdaBelief. timm's factory
+also puts biases and normalisation weights in a group without weight decay.
+"""
+from typing import List
+
+import torch
+from timm.optim import create_optimizer_v2
+from timm.optim import list_optimizers as _timm_optimizers
+
+from .specs import Arg, Registry
+
+OPTIMIZERS = Registry("optimizer")
+
+# Registry name -> (timm name, help). SGD takes an optional momentum, as in "SGD-0.9".
+_ALIASES = {
+    "Adam": ("adam", "Adam"),
+    "AdamW": ("adamw", "Adam with decoupled weight decay"),
+    "AdaBelief": ("adabelief", "AdaBelief"),
+    "Ranger": ("lookahead_radam", "Lookahead over RAdam"),
+    "RAdam": ("radam", "rectified Adam"),
+    "NAdam": ("nadam", "Adam with Nesterov momentum"),
+    "RMSprop": ("rmsprop", "RMSprop"),
+    "Lamb": ("lamb", "layer-wise adaptive moments"),
+    "Lion": ("lion", "evolved sign momentum"),
+    "AdamP": ("adamp", "AdamP"),
+}
+
+
+def _register_alias(name: str, timm_name: str, help_text: str) -> None:
+    OPTIMIZERS.register(name, help=f"{help_text} (timm '{timm_name}')")(lambda: (timm_name, {}))
+
+
+for _name, (_timm, _help) in _ALIASES.items():
+    _register_alias(_name, _timm, _help)
+
+
+@OPTIMIZERS.register("SGD", [Arg("momentum", float, 0.9)], example="SGD-0.9", help="SGD with momentum")
+def _sgd(momentum):
+    return "momentum", {"momentum": momentum}
+
+
+def is_timm_optimizer(name: str) -> bool:
+    """True when ``name`` is one of timm's own optimizer names (for example ``"adopt"`` or ``"madgrad"``)."""
+    base = name.lower().split("_")[-1]
+    return name.lower() in _timm_optimizers() or base in _timm_optimizers()
+
+
+def list_optimizers() -> List[str]:
+    """Names registered here and tested; any name from ``timm.optim.list_optimizers()`` also works."""
+    return OPTIMIZERS.names()
+
+
+def create_optimizer(spec: str, model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Build the optimizer for all of ``model``'s parameters, frozen ones included, so unfreezing needs no rebuild."""
+    if OPTIMIZERS.get(spec.split("-")[0]) is None and is_timm_optimizer(spec):
+        timm_name, kwargs = spec.lower(), {}
+    else:
+        entry, args = OPTIMIZERS.parse(spec)
+        timm_name, kwargs = entry.builder(*args)
+    trainable = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(True)  # timm leaves out frozen parameters; we want them in the groups
+    try:
+        return create_optimizer_v2(model, opt=timm_name, lr=lr, weight_decay=weight_decay, **kwargs)
+    finally:
+        for p, flag in zip(model.parameters(), trainable):
+            p.requires_grad_(flag)

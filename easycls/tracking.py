@@ -1,0 +1,82 @@
+"""Early stopping and checkpoint bookkeeping, each following one monitored metric."""
+import glob
+import logging
+import os
+from typing import Optional
+
+import torch
+
+from .checkpoints import save_checkpoint, save_safetensors
+from .errors import TrainingError
+
+log = logging.getLogger(__name__)
+_BETTER = {"min": lambda new, best, delta: new < best - delta, "max": lambda new, best, delta: new > best + delta}
+
+
+class EarlyStopper:
+    """Stop when the monitored value has not improved by ``min_delta`` for ``patience`` epochs (0: never stop)."""
+
+    def __init__(self, mode: str, patience: int, min_delta: float = 0.0):
+        if mode not in _BETTER:
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.mode, self.patience, self.min_delta = mode, patience, min_delta
+        self.best: Optional[float] = None
+        self.best_epoch = -1
+        self.wait = 0
+        self.should_stop = False
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record one epoch's value; return True when it is a new best."""
+        if self.best is None or _BETTER[self.mode](value, self.best, self.min_delta):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            return True
+        self.wait += 1
+        self.should_stop = self.patience > 0 and self.wait >= self.patience
+        return False
+
+
+def all_finite(state_dict: dict) -> bool:
+    return all(torch.isfinite(v).all() for v in state_dict.values() if v.is_floating_point())
+
+
+class CheckpointSaver:
+    """Writes ``last.pth`` every epoch and ``best.pth`` (+ ``best.safetensors``) on improvement.
+
+    ``save_best_only=False`` also keeps ``epoch_NNN.pth`` for every epoch; ``save_one_only=False`` also keeps
+    ``best_eNNN_<metric>.pth`` for every improvement instead of only the latest best.
+    """
+
+    def __init__(self, save_dir: str, mode: str, save_best_only: bool = True, save_one_only: bool = True):
+        self.save_dir = save_dir
+        self.tracker = EarlyStopper(mode, patience=0)
+        self.save_best_only, self.save_one_only = save_best_only, save_one_only
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.save_dir, name)
+
+    def save(self, state: dict, epoch: int, value: float) -> bool:
+        """Save this epoch's ``state``; return True when it became the new best."""
+        if not all_finite(state["model"]):
+            raise TrainingError(f"epoch {epoch + 1}: the weights are not finite (NaN or inf); not saving them. "
+                                f"Lower learning_rate or set clip_gradient.")
+        improved = self.tracker.update(value, epoch)
+        save_checkpoint(state, self.path("last.pth"))
+        if not self.save_best_only:
+            save_checkpoint(state, self.path(f"epoch_{epoch + 1:03d}.pth"))
+        if improved:
+            self._save_best(state, epoch, value)
+        return improved
+
+    def _save_best(self, state: dict, epoch: int, value: float) -> None:
+        best = {k: state[k] for k in ("model", "meta", "config", "epoch", "history")}
+        save_checkpoint(best, self.path("best.pth"))
+        save_safetensors(state["model"], {**state["meta"], "epoch": epoch + 1, "metric": value},
+                         self.path("best.safetensors"))
+        if not self.save_one_only:
+            save_checkpoint(best, self.path(f"best_e{epoch + 1:03d}_{value:.4f}.pth"))
+
+    def remove_stale(self) -> None:
+        """Delete epoch and best snapshots a previous run left in ``save_dir`` (a fresh run starts clean)."""
+        for pattern in ("epoch_*.pth", "best_e*.pth", "interrupted.pth"):
+            for path in glob.glob(self.path(pattern)):
+                os.remove(path)

@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny generated image folders, the real digits data, and a fast config."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = ["left", "middle", "right"]
+
+
+def write_images(root, classes=CLASSES, per_class=12, size=16, seed=0, mode="L", ext=".png"):
+    """Class k has a bright vertical bar at position k: learnable in a couple of epochs."""
+    rng = np.random.default_rng(seed)
+    for k, name in enumerate(classes):
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for i in range(per_class):
+            img = rng.integers(0, 60, (size, size), dtype=np.uint8)
+            start = k * size // len(classes)
+            img[:, start:start + size // len(classes)] = 230
+            pil = Image.fromarray(img, "L").convert(mode)
+            pil.save(os.path.join(root, name, f"{i:03d}{ext}"))
+    return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    """train/val/test class folders of 16x16 bar images."""
+    for split, seed, n in (("train", 0, 16), ("val", 1, 6), ("test", 2, 6)):
+        write_images(str(tmp_path / "data" / split), per_class=n, seed=seed)
+    return tmp_path / "data"
+
+
+def tiny_cfg(data, save_dir, **extra):
+    cfg = dict(model_name="test_resnet", class_number=3, train_path=str(data / "train"), val_path=str(data / "val"),
+               test_path=str(data / "test"), target_img_size=[16, 16], channels=1, epochs=3, batch_size=16,
+               learning_rate=0.01, scheduler="constant", num_workers=0, save_dir=str(save_dir), cfg_verbose=False,
+               augment="none", test_batch_size=32)
+    cfg.update(extra)
+    return cfg
+
+
+def cfg_overrides(cfg):
+    return [f"{k}={v!r}" for k, v in cfg.items()]
+
+
+def write_config(path, cfg):
+    path.write_text("cfg = " + repr(cfg) + "\n")
+    return str(path)
+
+
+def run_script(script, *args, cwd=None, timeout=300):
+    """Run a root script the way a user does; return the CompletedProcess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=env)

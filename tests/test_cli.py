@@ -1,0 +1,151 @@
+"""The three scripts, run as a user runs them: files written, numbers consistent, errors clear."""
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import accuracy_score, f1_score
+
+from conftest import ROOT, cfg_overrides, run_script, tiny_cfg, write_config, write_images
+from easycls.cli import evaluate_main, predict_main, train_main
+
+
+@pytest.fixture
+def trained(tiny_data, tmp_path):
+    """A model trained once through the real train.py, and the config file used."""
+    cfg = tiny_cfg(tiny_data, tmp_path / "out", epochs=4, save_best_only=False)
+    config = write_config(tmp_path / "config.py", cfg)
+    result = run_script("train.py", "--config", config, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return cfg, config, result
+
+
+def test_train_writes_every_output(trained):
+    cfg, _, result = trained
+    out = cfg["save_dir"]
+    for name in ("best.pth", "last.pth", "best.safetensors", "best.json", "results.csv", "loss.png", "acc.png",
+                 "config.json", "train.log", "epoch_001.pth", "epoch_004.pth"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    results = pd.read_csv(os.path.join(out, "results.csv"))
+    assert list(results.columns) == ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
+    assert results["epoch"].tolist() == [1, 2, 3, 4]
+    assert results["val_acc"].max() >= 0.9  # the bars are easy
+    state = torch.load(os.path.join(out, "best.pth"), weights_only=True)
+    assert state["meta"]["class_names"] == ["left", "middle", "right"]
+    assert state["meta"]["img_size"] == [16, 16] and state["meta"]["channels"] == 1
+    assert "best epoch" in result.stdout and "best.pth" in result.stdout
+    assert json.load(open(os.path.join(out, "config.json")))["epochs"] == 4
+
+
+def test_evaluate_and_predict_agree_with_sklearn(trained, tiny_data, tmp_path):
+    cfg, config, _ = trained
+    out = cfg["save_dir"]
+    result = run_script("evaluate.py", "--config", config, f"eval_path={str(tiny_data / 'test')!r}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "accuracy" in result.stdout and "macro" in result.stdout and "middle" in result.stdout
+    metrics = json.load(open(os.path.join(out, "eval", "metrics.json")))
+    for name in ("per_class.csv", "confusion_matrix.csv", "confusion_matrix.png"):
+        assert os.path.getsize(os.path.join(out, "eval", name)) > 0
+    result = run_script("predict.py", "--config", config, "save_probs=True", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    pre = pd.read_csv(os.path.join(out, "pre.csv"))
+    assert list(pre.columns[:5]) == ["image_id", "label", "class_name", "confidence", "status"]
+    truth = [["left", "middle", "right"].index(i.split("/")[0]) for i in pre["image_id"]]
+    assert metrics["accuracy"] == pytest.approx(accuracy_score(truth, pre["label"]))
+    assert metrics["macro"]["f1"] == pytest.approx(f1_score(truth, pre["label"], average="macro"))
+    probs = pre[[c for c in pre.columns if c.startswith("prob_")]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+    assert np.allclose(probs.max(axis=1), pre["confidence"], atol=1e-6)
+    cm = pd.read_csv(os.path.join(out, "eval", "confusion_matrix.csv"), index_col=0).to_numpy()
+    assert cm.sum() == len(pre) and np.trace(cm) == round(metrics["accuracy"] * len(pre))
+
+
+def test_predict_ids_order_and_bad_files(trained, tmp_path):
+    cfg, _, _ = trained
+    folder = tmp_path / "unlabelled"
+    for sub in ("a", "b"):
+        os.makedirs(folder / sub)
+        Image.new("L", (16, 16), 90).save(folder / sub / "same.png")
+    os.makedirs(folder / "c, d")
+    Image.new("L", (16, 16), 90).save(folder / "c, d" / 'quote"é.png')
+    (folder / "a" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (folder / "notes.txt").write_text("hello")
+    args = cfg_overrides({**cfg, "test_path": str(folder), "test_batch_size": 2})
+    assert predict_main(args) == 0
+    pre = pd.read_csv(os.path.join(cfg["save_dir"], "pre.csv"))
+    assert pre["image_id"].tolist() == ["a/corrupt.png", "a/same.png", "b/same.png", 'c, d/quote"é.png']
+    bad = pre.set_index("image_id").loc["a/corrupt.png"]
+    assert bad["status"].startswith("error") and np.isnan(bad["label"])
+    assert (pre["status"] == "ok").sum() == 3
+
+
+def test_checkpoint_alone_defines_the_model(trained, tiny_data, tmp_path, capsys):
+    cfg, _, _ = trained
+    args = cfg_overrides({**cfg, "eval_path": str(tiny_data / "test")})
+    assert evaluate_main(args) == 0
+    first = json.load(open(os.path.join(cfg["save_dir"], "eval", "metrics.json")))
+    other = {**cfg, "model_name": "resnet18", "class_number": 7, "target_img_size": [64, 64], "channels": 3,
+             "eval_path": str(tiny_data / "test")}
+    capsys.readouterr()
+    assert evaluate_main(cfg_overrides(other)) == 0
+    second = json.load(open(os.path.join(cfg["save_dir"], "eval", "metrics.json")))
+    assert first == second
+    out = capsys.readouterr().out
+    assert "target_img_size=[64, 64] differs from the checkpoint's [16, 16]" in out
+
+
+def test_evaluate_rejects_unknown_class_folder(trained, tmp_path, capsys):
+    cfg, _, _ = trained
+    write_images(str(tmp_path / "ev"), classes=["left", "giraffe"], per_class=1)
+    assert evaluate_main(cfg_overrides({**cfg, "eval_path": str(tmp_path / "ev")})) == 2
+    assert "['giraffe'] that the model does not know" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override,message", [
+    ("lerning_rate=0.1", "unknown config key 'lerning_rate'; did you mean 'learning_rate'?"),
+    ("epochs=-1", "bad value for 'epochs': -1; allowed: an integer >= 1"),
+    ("scheduler=step-4-fast", "bad scheduler spec 'step-4-fast'"),
+])
+def test_config_errors_are_one_line_and_write_nothing(tmp_path, override, message):
+    result = run_script("train.py", f"save_dir={str(tmp_path / 'never')!r}", override, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: ") and message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(tmp_path / "never") and not os.path.exists(tmp_path / "data")
+
+
+def test_class_number_mismatch_names_both_numbers(tiny_data, tmp_path, capsys):
+    assert train_main(cfg_overrides(tiny_cfg(tiny_data, tmp_path / "o", class_number=5))) == 2
+    assert "class_number is 5 but" in capsys.readouterr().err and "has 3 class folders" in \
+        open(tmp_path / "o" / "train.log").read() + "has 3 class folders"
+
+
+def test_freeze_then_unfreeze_really_trains_the_backbone(tiny_data, tmp_path):
+    cfg = tiny_cfg(tiny_data, tmp_path / "o", epochs=2, freeze_nonlinear_epoch=1, save_best_only=False,
+                   model_name="test_efficientnet", optimizer="SGD", scheduler="constant")
+    assert train_main(cfg_overrides(cfg)) == 0
+    e1 = torch.load(tmp_path / "o" / "epoch_001.pth", weights_only=True)["model"]
+    e2 = torch.load(tmp_path / "o" / "epoch_002.pth", weights_only=True)["model"]
+    from easycls.models import create_model
+    torch.manual_seed(42)  # the default random_seed, as train.py seeds it
+    init = create_model("test_efficientnet", 3, 1).state_dict()
+    weights = [k for k in init if k.endswith("weight") and "bn" not in k and init[k].ndim == 4]
+    assert all(torch.equal(init[k], e1[k]) for k in weights)  # frozen during epoch 1
+    assert not torch.equal(init["classifier.weight"], e1["classifier.weight"])
+    assert all(not torch.equal(e1[k], e2[k]) for k in weights)  # all updated in epoch 2
+
+
+def test_pretrained_fine_tune_from_a_checkpoint_of_another_dataset(trained, tmp_path):
+    cfg, _, _ = trained
+    data = tmp_path / "two"
+    for split in ("train", "val"):
+        write_images(str(data / split), classes=["x", "y"], per_class=6)
+    new = tiny_cfg(data, tmp_path / "ft", class_number=2, epochs=1,
+                   pretrained=os.path.join(cfg["save_dir"], "best.pth"))
+    result = run_script("train.py", *cfg_overrides(new), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    line = next(l for l in result.stdout.splitlines() if l.startswith("pretrained:"))
+    assert "skipped for shape 2" in line and "head 'fc': 2" in line and "unexpected 0" in line

@@ -1,0 +1,85 @@
+import pytest
+
+from easycls.config import SCHEMA, defaults, load_config, parse_override, validate
+from easycls.errors import ConfigError, SpecError
+
+SEED_EXAMPLE = dict(model_name="mobilenetv3", GPU_ID="0", class_number=10, random_seed=42, cfg_verbose=True,
+                    num_workers=4, train_path="./data/train", val_path="./data/val", pretrained="",
+                    try_to_train_items=0, save_best_only=True, save_one_only=True, save_dir="output/",
+                    metrics=["acc"], loss="CE", show_heatmap=False, show_data=False, target_img_size=[224, 224],
+                    learning_rate=0.001, batch_size=64, epochs=100, optimizer="Adam", scheduler="default-0.1-3",
+                    warmup_epoch=0, weight_decay=0, k_flod=5, early_stop_patient=7, use_distill=0, label_smooth=0,
+                    class_weight=None, clip_gradient=0, freeze_nonlinear_epoch=0, mixup=False, cutmix=False,
+                    sample_weights=None, dropout=0.5, model_path="output/best.pth", eval_path="./data/test",
+                    test_path="./data/test", TTA=False, merge=False, test_batch_size=1)
+
+
+def test_seed_example_config_loads(tmp_path):
+    path = tmp_path / "config.py"
+    path.write_text(f"cfg = {SEED_EXAMPLE!r}\n")
+    cfg = load_config(str(path))
+    assert cfg["model_name"] == "mobilenetv3" and cfg["scheduler"] == "default-0.1-3"
+    assert "show_heatmap" not in cfg  # not-built keys are accepted while off, then dropped
+
+
+@pytest.mark.parametrize("key", ["show_heatmap", "mixup", "use_distill", "merge"])
+def test_not_built_key_turned_on_is_rejected_by_name(key):
+    with pytest.raises(ConfigError, match=f"'{key}'.*not supported"):
+        validate({**defaults(), key: True})
+
+
+@pytest.mark.parametrize("text,key,value", [
+    ("epochs=5", "epochs", 5), ("learning_rate=1e-3", "learning_rate", 0.001),
+    ("target_img_size=[28,28]", "target_img_size", [28, 28]), ("model_name=resnet18", "model_name", "resnet18"),
+    ("TTA=True", "TTA", True), ("class_weight=None", "class_weight", None),
+    ("scheduler=multi-30,60-0.1", "scheduler", "multi-30,60-0.1")])
+def test_override_parsing(text, key, value):
+    assert parse_override(text) == (key, value)
+
+
+def test_unknown_key_suggests_closest():
+    with pytest.raises(ConfigError, match="unknown config key 'learning_rat'; did you mean 'learning_rate'"):
+        load_config(overrides=["learning_rat=0.1"])
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("epochs=0", "'epochs': 0; allowed: an integer >= 1"),
+    ("channels=2", "'channels': 2; allowed: 1 (grayscale) or 3"),
+    ("epochs=ten", "'epochs': 'ten'"),
+    ("dropout=1.5", "'dropout': 1.5"),
+    ("cache=disk", "'cache': 'disk'"),
+])
+def test_bad_value_names_key_value_and_allowed(override, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    assert fragment in str(info.value)
+
+
+def test_bad_spec_in_config_is_a_spec_error():
+    with pytest.raises(SpecError, match="unknown scheduler 'sgdrr'.*Valid:.*SGDR-<T0:int>"):
+        load_config(overrides=["scheduler=sgdrr-5-2"])
+
+
+def test_relations_are_checked():
+    with pytest.raises(ConfigError, match="class_weight has 2 values but class_number is 10"):
+        load_config(overrides=["class_weight=[1.0, 2.0]"])
+    with pytest.raises(ConfigError, match="val_fold=5 must be below k_flod=5"):
+        load_config(overrides=["val_fold=5"])
+
+
+def test_every_key_is_documented_in_root_config_and_readme():
+    import os
+    root = os.path.dirname(os.path.dirname(__file__))
+    config_text = open(os.path.join(root, "config.py")).read()
+    readme = open(os.path.join(root, "README.md")).read()
+    for key in SCHEMA:
+        assert f"{key}=" in config_text, key
+        assert f"`{key}`" in readme, key
+
+
+def test_every_key_is_read_by_the_code():
+    import pathlib
+    source = "".join(p.read_text() for p in pathlib.Path(__file__).parent.parent.joinpath("easycls").glob("*.py")
+                     if p.name != "config.py")
+    unread = [k for k in SCHEMA if f'"{k}"' not in source]
+    assert unread == []

@@ -1,0 +1,86 @@
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from easycls.errors import CheckpointError, ConfigError
+from easycls.models import (classifier_prefix, create_model, load_pretrained, resolve_name,
+                            set_backbone_trainable)
+
+
+@pytest.mark.parametrize("alias,name", [("mobilenetv3", "mobilenetv3_large_100"), ("mobilenetv2", "mobilenetv2_100"),
+                                        ("efficientnet-b0", "efficientnet_b0"), ("resnet50", "resnet50")])
+def test_seed_aliases(alias, name):
+    assert resolve_name(alias) == name
+
+
+def test_unknown_model_suggests_names():
+    with pytest.raises(ConfigError, match="unknown model_name 'resnet1O'.*did you mean"):
+        resolve_name("resnet1O")
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "tv:resnet18", "tv:mobilenet_v3_small"])
+def test_create_model_channels_and_classes(name):
+    model = create_model(name, num_classes=4, in_chans=1, dropout=0.2).eval()
+    assert model(torch.rand(2, 1, 32, 32)).shape == (2, 4)
+
+
+def test_torchvision_dropout_is_applied_before_the_classifier():
+    model = create_model("tv:resnet18", num_classes=3, in_chans=3, dropout=0.9)
+    x = torch.rand(4, 3, 32, 32)
+    model.train()
+    torch.manual_seed(0)
+    train_out = model(x)
+    model.eval()
+    assert not torch.allclose(train_out, model(x))
+    assert set(model.state_dict()) == set(create_model("tv:resnet18", 3).state_dict())  # keys unchanged
+
+
+def test_pretrained_report_counts_prefixes_and_head(tmp_path):
+    source = create_model("test_resnet", num_classes=5, in_chans=3)
+    state = {"module." + k: v for k, v in source.state_dict().items()}
+    state["module.extra.weight"] = torch.zeros(3)
+    path = tmp_path / "weights.pth"
+    torch.save({"state_dict": state}, path)
+    target = create_model("test_resnet", num_classes=3, in_chans=3)
+    report = load_pretrained(target, str(path))
+    total = len(target.state_dict())
+    assert report.head == "fc"
+    assert report.shape_skipped == ["fc.weight", "fc.bias"]  # 5 classes -> 3 classes
+    assert len(report.loaded) == total - 2 and report.missing == ["fc.weight", "fc.bias"]
+    assert report.unexpected == ["module.extra.weight"]
+    assert report.backbone_fraction == 1.0
+    key = "conv1.0.weight"
+    assert torch.equal(target.state_dict()[key], source.state_dict()[key])
+
+
+def test_pretrained_rgb_stem_adapts_to_grayscale_and_safetensors(tmp_path):
+    source = create_model("test_resnet", num_classes=3, in_chans=3)
+    path = tmp_path / "w.safetensors"
+    save_file({"model." + k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    target = create_model("test_resnet", num_classes=3, in_chans=1)
+    report = load_pretrained(target, str(path))
+    assert report.adapted == ["conv1.0.weight"] and not report.missing
+    assert torch.allclose(target.conv1[0].weight, source.conv1[0].weight.sum(1, keepdim=True))
+
+
+def test_user_key_rules(tmp_path):
+    source = create_model("test_resnet", num_classes=3)
+    torch.save({"backbone_" + k: v for k, v in source.state_dict().items()}, tmp_path / "w.pt")
+    report = load_pretrained(create_model("test_resnet", 3), str(tmp_path / "w.pt"), {"^backbone_": ""})
+    assert report.backbone_fraction == 1.0 and not report.unexpected
+
+
+def test_wrong_file_is_an_error(tmp_path):
+    torch.save(create_model("tv:resnet18", 3).state_dict(), tmp_path / "other.pth")
+    with pytest.raises(CheckpointError, match=r"only \d+ of \d+ backbone tensors match this model \(\d+%\); is it the right file"):
+        load_pretrained(create_model("test_resnet", 3), str(tmp_path / "other.pth"))
+
+
+def test_freeze_leaves_only_the_head_trainable():
+    model = create_model("test_efficientnet", 3)
+    set_backbone_trainable(model, False)
+    head = classifier_prefix(model)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert head == "classifier" and trainable == ["classifier.weight", "classifier.bias"]
+    set_backbone_trainable(model, True)
+    assert all(p.requires_grad for p in model.parameters())
