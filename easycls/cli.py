@@ -15,9 +15,10 @@ import torch
 from tqdm import tqdm
 
 from . import build
+from .audit import run_audit
 from .checkpoints import atomic_write
 from .config import load_config
-from .data import scan_labelled, scan_unlabelled
+from .data import class_folders, scan_labelled, scan_unlabelled
 from .datasets import make_digits
 from .distributed import init_from_env, shutdown
 from .errors import ConfigError, DataError, EasyclsError
@@ -100,12 +101,18 @@ def train(cfg: dict) -> int:
         ensure_builtin_data(cfg)
     if dist.enabled:
         torch.distributed.barrier()
+    if cfg["audit"] and dist.is_main:
+        run_audit(_audit_splits(cfg), os.path.join(cfg["save_dir"], "audit"), max(1, cfg["num_workers"]))
     torch.manual_seed(cfg["random_seed"])
     train_loader, val_loader, classes = build.build_train_loaders(cfg, dist)
     model, meta = build.build_model(cfg, classes)
     runner = build.ModelRunner(model, meta, cfg, build.select_device(cfg, dist), dist)
     if cfg["resume"]:
         runner.resume(_resume_path(cfg))
+        if runner.finished:
+            log.info("this run already finished after epoch %d (best epoch %d, %s %.4f); nothing to do",
+                     len(runner.history), runner.stopper.best_epoch + 1, runner.monitor, runner.stopper.best)
+            return 0
     elif dist.is_main:
         runner.saver.remove_stale()
     if dist.is_main:
@@ -116,6 +123,19 @@ def train(cfg: dict) -> int:
     if dist.is_main:
         _print_summary(summary)
     return 0
+
+
+def _audit_splits(cfg: dict) -> dict:
+    """The labelled splits of this config (test_path only when it has class folders)."""
+    splits = {"train": cfg["train_path"]}
+    for split in ("val", "test"):
+        path = cfg[f"{split}_path"]
+        try:
+            if path and class_folders(path):
+                splits[split] = path
+        except DataError:
+            log.info("audit: %s_path %s is not a class-folder dataset; not audited", split, path)
+    return splits
 
 
 def _save_config(cfg: dict) -> None:
@@ -184,8 +204,6 @@ def predict(cfg: dict) -> int:
     runner = build.runner_for_inference(cfg)
     classes = runner.meta["class_names"]
     samples, others = scan_unlabelled(cfg["test_path"])
-    if others:
-        log.warning("skipped %d file(s) that are not images under %s", len(others), cfg["test_path"])
     ids = [os.path.relpath(p, cfg["test_path"]).replace(os.sep, "/") for p in samples.paths]
     header = ["image_id", "label", "class_name", "confidence", "status"]
     header += [f"prob_{c}" for c in classes] if cfg["save_probs"] else []

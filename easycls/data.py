@@ -65,26 +65,26 @@ def scan_labelled(root: str, classes: Optional[List[str]] = None) -> Samples:
     if unknown:
         raise DataError(f"{root} has class folder(s) {unknown} that the model does not know; "
                         f"known classes: {classes}")
-    paths, labels, others = [], [], 0
+    paths, labels, skipped = [], [], []
     for folder in folders:
-        images, skipped = list_images(os.path.join(root, folder))
+        images, others = list_images(os.path.join(root, folder))
         if not images:
             raise DataError(f"class folder {os.path.join(root, folder)} has no images "
                             f"(accepted: png, jpg, jpeg, bmp, webp, tif)")
         paths += images
         labels += [classes.index(folder)] * len(images)
-        others += len(skipped)
-    if others:
-        log.warning("%s: skipped %d files that are not images", root, others)
+        skipped += others
+    report_skipped(skipped)
     return Samples(paths, labels, classes)
 
 
-def scan_unlabelled(root: str) -> Tuple[Samples, List[str]]:
-    """Every image under ``root`` (recursively, in a stable order) and the non-image files skipped."""
+def scan_unlabelled(root: str) -> Tuple[Samples, List[Tuple[str, str]]]:
+    """Every image under ``root`` (recursively, in a stable order) and the ``(path, reason)`` of skipped files."""
     if not os.path.isdir(root):
         raise DataError(f"folder not found: {root}")
-    images, others = list_images(root)
-    return Samples(images, [-1] * len(images), []), others
+    images, skipped = list_images(root)
+    report_skipped(skipped)
+    return Samples(images, [-1] * len(images), []), skipped
 
 
 def decode_all(samples: Samples, channels: int, size, workers: int) -> Tuple[torch.Tensor, Samples]:
@@ -103,17 +103,18 @@ def decode_all(samples: Samples, channels: int, size, workers: int) -> Tuple[tor
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for i, reason in enumerate(pool.map(work, range(len(samples.paths)))):
             (failed if reason else ok).append((i, reason) if reason else i)
-    report_failures([(samples.paths[i], r) for i, r in failed])
+    report_skipped([(samples.paths[i], r) for i, r in failed])
     if len(ok) == len(samples.paths):
         return out, samples
     return out[ok], samples.subset(ok)
 
 
-def report_failures(failures: List[Tuple[str, str]]) -> None:
-    for path, reason in failures:
+def report_skipped(skipped: List[Tuple[str, str]]) -> None:
+    """Name every skipped file with its reason, then give the count."""
+    for path, reason in skipped:
         log.warning("skipped %s: %s", path, reason)
-    if failures:
-        log.warning("skipped %d unreadable file(s) in all", len(failures))
+    if skipped:
+        log.warning("skipped %d file(s) in all", len(skipped))
 
 
 def epoch_order(n: int, shuffle: bool, seed: int, epoch: int, rank: int = 0, world: int = 1,

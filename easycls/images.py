@@ -28,15 +28,31 @@ def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTS) and not is_hidden(name)
 
 
-def list_images(root: str) -> Tuple[List[str], List[str]]:
-    """All image files under ``root``, recursively and sorted, plus the other (skipped) files."""
-    images, others = [], []
+def skip_reason(name: str) -> str:
+    """Why a file name is not taken as an image ('' when it is one)."""
+    if name.startswith("._") or name == ".DS_Store":
+        return "macOS metadata file"
+    if name.startswith("."):
+        return "hidden file"
+    return "" if is_image_name(name) else "not an image file (accepted: " + ", ".join(IMAGE_EXTS) + ")"
+
+
+def list_images(root: str) -> Tuple[List[str], List[Tuple[str, str]]]:
+    """All image files under ``root``, recursively and sorted, plus ``(path, reason)`` for every other file.
+
+    Hidden folders and ``__MACOSX`` are not entered.
+    """
+    images, skipped = [], []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not is_hidden(d))
         for name in sorted(files):
             path = os.path.join(folder, name)
-            (images if is_image_name(name) else others).append(path)
-    return images, others
+            reason = skip_reason(name)
+            if reason:
+                skipped.append((path, reason))
+            else:
+                images.append(path)
+    return images, skipped
 
 
 def _flatten_alpha(im: Image.Image) -> Image.Image:
@@ -66,12 +82,12 @@ def _open(path: str, channels: int) -> np.ndarray:
             return np.array(_to_mode(im, channels))  # a writable copy
 
 
-def read_image(path: str, channels: int, size: Tuple[int, int]) -> np.ndarray:
-    """Decode ``path`` into a ``(height, width, channels)`` uint8 array of ``size``; raise :class:`ImageReadError`."""
+def decode_full(path: str, channels: int = 3) -> np.ndarray:
+    """Decode ``path`` at its own size into a ``(height, width[, 3])`` uint8 array; raise :class:`ImageReadError`."""
     try:
         if os.path.getsize(path) == 0:
             raise ImageReadError("empty file")
-        arr = _open(path, channels)
+        return _open(path, channels)
     except UnidentifiedImageError:
         raise ImageReadError("not an image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -79,6 +95,11 @@ def read_image(path: str, channels: int, size: Tuple[int, int]) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as exc:
         reason = "truncated" if "truncated" in str(exc) else str(exc).splitlines()[0][:100]
         raise ImageReadError(reason) from None
+
+
+def read_image(path: str, channels: int, size: Tuple[int, int]) -> np.ndarray:
+    """Decode ``path`` into a ``(height, width, channels)`` uint8 array of ``size``; raise :class:`ImageReadError`."""
+    arr = decode_full(path, channels)
     height, width = size
     if arr.shape[:2] != (height, width):
         shrink = arr.shape[0] > height or arr.shape[1] > width

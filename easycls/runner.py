@@ -72,6 +72,8 @@ class ModelRunner:
         self.cfg, self.meta, self.device = cfg, meta, device
         self.dist = dist or DistInfo()
         channels_last = cfg["channels_last"] if cfg["channels_last"] != "auto" else device.type == "cuda"
+        if cfg["sync_bn"] and self.dist.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same Parameter objects, same state_dict keys
         self.module = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
         self.amp_dtype = resolve_amp(cfg["amp"], device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
@@ -86,6 +88,7 @@ class ModelRunner:
         self.history, self.start_epoch, self.frozen = [], 0, False
         self.progress = True
         self._bad_steps = 0
+        self._reported = set()
         self._compiled = torch.compile(self.module) if cfg["compile"] else self.module
         self.model = self._wrap()
 
@@ -119,9 +122,7 @@ class ModelRunner:
     def train(self, train_loader, val_loader) -> dict:
         """Train for the configured epochs (from ``start_epoch`` after a resume); return :meth:`summary`."""
         self._ensure_training_parts()
-        if self.finished:
-            log.info("this run already finished at epoch %d (best epoch %d); nothing to do",
-                     len(self.history), self.stopper.best_epoch + 1)
+        if self.finished:  # a resumed run that had already stopped
             return self.summary()
         epoch = self.start_epoch
         try:
@@ -148,7 +149,7 @@ class ModelRunner:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg['epochs']}", leave=False, dynamic_ncols=True,
                    disable=not (self.progress and self.dist.is_main))
         for step, batch in enumerate(bar):
-            self._report_failures(batch)
+            self._report_failures(batch, loader)
             if batch.labels.numel() == 0:
                 continue
             x = self.preprocess(batch.images, train=True)
@@ -249,7 +250,7 @@ class ModelRunner:
     def _save_interrupted(self, epoch: int) -> str:
         path = os.path.join(self.cfg["save_dir"], "interrupted.pth")
         if self.dist.is_main:
-            state = {**self._state(epoch - 1), "interrupted": True}
+            state = {**self._state(len(self.history) - 1), "interrupted": True}  # last completed epoch
             save_checkpoint(state, path)
             log.info("interrupted during epoch %d; saved %s (resume=True continues from it)", epoch + 1, path)
         return path
@@ -287,9 +288,13 @@ class ModelRunner:
                           ("best.pth", "best.safetensors", "last.pth", "results.csv", "loss.png", "acc.png")}}
 
     # ----------------------------------------------------------------- inference
-    def _report_failures(self, batch) -> None:
+    def _report_failures(self, batch, loader) -> None:
+        """Name each file that failed to decode while streaming, once per run; it is left out of the batch."""
         for index, reason in batch.failures:
-            log.warning("skipped image #%d: %s", index, reason)
+            path = loader.dataset.samples.paths[index]
+            if path not in self._reported:
+                self._reported.add(path)
+                log.warning("skipped %s: %s", path, reason)
 
     @torch.inference_mode()
     def _logits(self, images: torch.Tensor, flip: bool = False) -> torch.Tensor:

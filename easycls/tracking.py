@@ -61,6 +61,8 @@ class CheckpointSaver:
                                 f"Lower learning_rate or set clip_gradient.")
         improved = self.tracker.update(value, epoch)
         save_checkpoint(state, self.path("last.pth"))
+        if os.path.exists(self.path("interrupted.pth")):
+            os.remove(self.path("interrupted.pth"))  # superseded by the newer last.pth
         if not self.save_best_only:
             save_checkpoint(state, self.path(f"epoch_{epoch + 1:03d}.pth"))
         if improved:

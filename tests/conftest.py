@@ -25,12 +25,16 @@ def write_images(root, classes=CLASSES, per_class=12, size=16, seed=0, mode="L",
     return root
 
 
+def make_tiny_data(root):
+    """train/val/test class folders of 16x16 bar images under ``root/data``."""
+    for split, seed, n in (("train", 0, 16), ("val", 1, 6), ("test", 2, 6)):
+        write_images(str(root / "data" / split), per_class=n, seed=seed)
+    return root / "data"
+
+
 @pytest.fixture
 def tiny_data(tmp_path):
-    """train/val/test class folders of 16x16 bar images."""
-    for split, seed, n in (("train", 0, 16), ("val", 1, 6), ("test", 2, 6)):
-        write_images(str(tmp_path / "data" / split), per_class=n, seed=seed)
-    return tmp_path / "data"
+    return make_tiny_data(tmp_path)
 
 
 def tiny_cfg(data, save_dir, **extra):

@@ -9,18 +9,30 @@ import torch
 from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score
 
-from conftest import ROOT, cfg_overrides, run_script, tiny_cfg, write_config, write_images
+from conftest import cfg_overrides, make_tiny_data, run_script, tiny_cfg, write_config, write_images
 from easycls.cli import evaluate_main, predict_main, train_main
 
 
-@pytest.fixture
-def trained(tiny_data, tmp_path):
-    """A model trained once through the real train.py, and the config file used."""
-    cfg = tiny_cfg(tiny_data, tmp_path / "out", epochs=4, save_best_only=False)
-    config = write_config(tmp_path / "config.py", cfg)
-    result = run_script("train.py", "--config", config, cwd=tmp_path)
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
+    """A model trained once through the real train.py, the config file used, and the data."""
+    root = tmp_path_factory.mktemp("trained")
+    data = make_tiny_data(root)
+    cfg = tiny_cfg(data, root / "out", epochs=4, save_best_only=False)
+    config = write_config(root / "config.py", cfg)
+    result = run_script("train.py", "--config", config, cwd=root)
     assert result.returncode == 0, result.stderr
-    return cfg, config, result
+    return cfg, config, result, data
+
+
+@pytest.fixture
+def trained(trained_once):
+    return trained_once[:3]
+
+
+@pytest.fixture
+def tiny_data(trained_once):
+    return trained_once[3]
 
 
 def test_train_writes_every_output(trained):
@@ -119,8 +131,8 @@ def test_config_errors_are_one_line_and_write_nothing(tmp_path, override, messag
 
 def test_class_number_mismatch_names_both_numbers(tiny_data, tmp_path, capsys):
     assert train_main(cfg_overrides(tiny_cfg(tiny_data, tmp_path / "o", class_number=5))) == 2
-    assert "class_number is 5 but" in capsys.readouterr().err and "has 3 class folders" in \
-        open(tmp_path / "o" / "train.log").read() + "has 3 class folders"
+    err = capsys.readouterr().err
+    assert "class_number is 5 but" in err and "has 3 class folders: ['left', 'middle', 'right']" in err
 
 
 def test_freeze_then_unfreeze_really_trains_the_backbone(tiny_data, tmp_path):
