@@ -8,7 +8,8 @@ from sklearn.model_selection import StratifiedKFold
 
 from .checkpoints import load_checkpoint, split_checkpoint
 from .config import image_size
-from .data import (EpochSampler, FileDataset, MemoryLoader, Samples, StreamLoader, decode_all, scan_labelled)
+from .data import (EpochSampler, FileDataset, MemoryLoader, PrefetchLoader, Samples, StreamLoader, decode_all,
+                   scan_labelled)
 from .distributed import DistInfo
 from .errors import ConfigError, DataError
 from .models import create_model, load_pretrained, model_norm, resolve_name
@@ -133,8 +134,8 @@ def runner_for_inference(cfg: dict, dist: Optional[DistInfo] = None) -> ModelRun
     return ModelRunner(model, meta, cfg, select_device(cfg, dist), dist)
 
 
-def inference_loader(samples: Samples, meta: dict, cfg: dict) -> StreamLoader:
-    """A streaming loader at the checkpoint's size and channels, in file order."""
-    dataset = FileDataset(samples, meta["channels"], meta["img_size"])
-    return StreamLoader(dataset, cfg["test_batch_size"], EpochSampler(len(samples.paths), shuffle=False),
-                        cfg["num_workers"])
+def inference_loader(samples: Samples, runner: ModelRunner) -> PrefetchLoader:
+    """A streaming loader at the checkpoint's size and channels, in file order; it decodes ahead on a GPU only."""
+    dataset = FileDataset(samples, runner.meta["channels"], runner.meta["img_size"])
+    ahead = 4 if runner.device.type == "cuda" else 0
+    return PrefetchLoader(dataset, runner.cfg["test_batch_size"], runner.cfg["num_workers"], ahead)

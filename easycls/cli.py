@@ -117,8 +117,9 @@ def train(cfg: dict) -> int:
         runner.saver.remove_stale()
     if dist.is_main:
         _save_config(cfg)
-    log.info("model %s on %s%s, %d epochs", meta["model_name"], runner.device,
-             f" x{dist.world} processes" if dist.enabled else "", cfg["epochs"])
+    log.info("model %s on %s%s, %d epochs, effective batch size %d (%d per process x %d)", meta["model_name"],
+             runner.device, f" x{dist.world} processes" if dist.enabled else "", cfg["epochs"],
+             cfg["batch_size"] * dist.world, cfg["batch_size"], dist.world)
     summary = runner.train(train_loader, val_loader)
     if dist.is_main:
         _print_summary(summary)
@@ -168,7 +169,7 @@ def evaluate(cfg: dict) -> int:
         samples = scan_labelled(path, runner.meta["class_names"])
     except DataError as exc:
         raise DataError(f"{exc}. evaluate needs a labelled class-folder dataset: set eval_path") from None
-    result = runner.evaluate(build.inference_loader(samples, runner.meta, cfg))
+    result = runner.evaluate(build.inference_loader(samples, runner))
     out = os.path.join(cfg["save_dir"], "eval")
     write_eval_outputs(result["metrics"], runner.meta["class_names"], out, cfg["cm_normalize"])
     print(f"evaluated {path}")
@@ -202,18 +203,25 @@ def _csv_rows(rows) -> bytes:
 def predict(cfg: dict) -> int:
     setup_logging(cfg["save_dir"], "predict.log")
     runner = build.runner_for_inference(cfg)
-    classes = runner.meta["class_names"]
     samples, others = scan_unlabelled(cfg["test_path"])
+    out_path = os.path.join(cfg["save_dir"], "pre.csv")
+    written, failed = write_predictions(runner, samples, cfg, out_path)
+    print(f"wrote {written} rows to {out_path} ({failed} unreadable, {len(others)} non-image files skipped)")
+    return 0
+
+
+def write_predictions(runner, samples, cfg: dict, out_path: str, progress: bool = True):
+    """Stream predictions for ``samples`` into ``out_path`` in file order; return (rows, unreadable)."""
+    classes = runner.meta["class_names"]
     ids = [os.path.relpath(p, cfg["test_path"]).replace(os.sep, "/") for p in samples.paths]
     header = ["image_id", "label", "class_name", "confidence", "status"]
     header += [f"prob_{c}" for c in classes] if cfg["save_probs"] else []
-    out_path = os.path.join(cfg["save_dir"], "pre.csv")
-    loader = build.inference_loader(samples, runner.meta, cfg)
+    loader = build.inference_loader(samples, runner)
     failed = 0
     with open(out_path, "wb", buffering=0) as handle:  # one write per batch: a kill leaves whole rows
         handle.write(_csv_rows([header]))
         for index, probs, failures in tqdm(runner.predict(loader), total=len(loader), desc="predict",
-                                           dynamic_ncols=True):
+                                           dynamic_ncols=True, disable=not progress):
             rows = [_prediction_row(ids[i], p, classes, cfg["save_probs"]) for i, p in zip(index, probs)]
             rows += [[ids[i], "", "", "", f"error: {reason}"] for i, reason in failures]
             for i, reason in failures:
@@ -221,8 +229,7 @@ def predict(cfg: dict) -> int:
             failed += len(failures)
             order = np.argsort(np.concatenate([index, [i for i, _ in failures]]), kind="stable")
             handle.write(_csv_rows([rows[k] for k in order]))
-    print(f"wrote {len(ids)} rows to {out_path} ({failed} unreadable, {len(others)} non-image files skipped)")
-    return 0
+    return len(ids), failed
 
 
 def _prediction_row(image_id: str, probs: np.ndarray, classes, save_probs: bool) -> list:

@@ -7,10 +7,12 @@ validation, evaluation and prediction all turn uint8 batches into model input wi
 import logging
 import math
 import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -183,16 +185,19 @@ class FileDataset(Dataset):
         return len(self.samples.paths)
 
     def __getitem__(self, i: int):
+        """``(HWC uint8 array or None, label, index, failure reason)``; tensors are made once per batch."""
         try:
-            image = torch.from_numpy(read_image(self.samples.paths[i], self.channels, self.size)).permute(2, 0, 1)
-            return image, self.samples.labels[i], i, ""
+            return read_image(self.samples.paths[i], self.channels, self.size), self.samples.labels[i], i, ""
         except ImageReadError as exc:
             return None, self.samples.labels[i], i, str(exc)
 
 
 def collate(items) -> Batch:
     good = [it for it in items if it[0] is not None]
-    images = torch.stack([it[0] for it in good]) if good else torch.empty(0, dtype=torch.uint8)
+    if good:
+        images = torch.from_numpy(np.stack([it[0] for it in good])).permute(0, 3, 1, 2)
+    else:
+        images = torch.empty(0, dtype=torch.uint8)
     return Batch(images, torch.tensor([it[1] for it in good], dtype=torch.long),
                  torch.tensor([it[2] for it in good], dtype=torch.long),
                  [(it[2], it[3]) for it in items if it[0] is None])
@@ -209,6 +214,53 @@ class StreamLoader(DataLoader):
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+
+
+class PrefetchLoader:
+    """Streams batches in file order, decoded by a small thread pool; memory is bounded by ``ahead`` batches.
+
+    For evaluation and prediction. Threads start instantly and hand over tensors without inter-process copies;
+    PNG/JPEG decoding and resizing release the GIL. With ``ahead`` > 0 whole batches are decoded while the model
+    runs (right when the model runs on a GPU). With ``ahead`` = 0 each batch is decoded on demand, split across the
+    threads: on a CPU the model's threads already use every core, and decoding beside them stalls them at every
+    parallel barrier, which costs more than decoding between batches.
+    """
+
+    def __init__(self, dataset: FileDataset, batch_size: int, workers: int, ahead: int = 0):
+        self.dataset, self.batch_size = dataset, batch_size
+        self.workers, self.ahead = max(1, workers), ahead
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.dataset) / self.batch_size)
+
+    def _items(self, indices: range) -> list:
+        return [self.dataset[i] for i in indices]
+
+    def _indices(self, number: int) -> range:
+        start = number * self.batch_size
+        return range(start, min(start + self.batch_size, len(self.dataset)))
+
+    def _split(self, pool: ThreadPoolExecutor, number: int) -> Batch:
+        indices = self._indices(number)
+        step = math.ceil(len(indices) / self.workers)
+        chunks = [indices[i:i + step] for i in range(0, len(indices), step)]
+        return collate([item for chunk in pool.map(self._items, chunks) for item in chunk])
+
+    def __iter__(self) -> Iterator[Batch]:
+        with ThreadPoolExecutor(self.workers) as pool:
+            if self.ahead == 0:
+                for number in range(len(self)):
+                    yield self._split(pool, number)
+                return
+            pending = deque(pool.submit(lambda b: collate(self._items(self._indices(b))), b)
+                            for b in range(min(self.ahead, len(self))))
+            submitted = len(pending)
+            while pending:
+                batch = pending.popleft().result()
+                if submitted < len(self):
+                    pending.append(pool.submit(lambda b: collate(self._items(self._indices(b))), submitted))
+                    submitted += 1
+                yield batch
 
 
 class BatchAugment:

@@ -42,15 +42,6 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
-def broadcast_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
-    """Rank 0's decision, shared so that every rank stops at the same epoch."""
-    if not info.enabled:
-        return flag
-    value = torch.tensor([int(flag)], device=device)
-    dist.broadcast(value, src=0)
-    return bool(value.item())
-
-
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -320,6 +320,7 @@ class ModelRunner:
     def evaluate(self, loader) -> dict:
         """Metrics (scikit-learn) on a labelled loader, plus the per-image labels and probabilities."""
         labels, probs, failures = [], [], []
+        self._compiled.eval()
         for batch in loader:
             failures += batch.failures
             if len(batch.index):

@@ -55,13 +55,15 @@ def test_train_writes_every_output(trained):
 def test_evaluate_and_predict_agree_with_sklearn(trained, tiny_data, tmp_path):
     cfg, config, _ = trained
     out = cfg["save_dir"]
-    result = run_script("evaluate.py", "--config", config, f"eval_path={str(tiny_data / 'test')!r}", cwd=tmp_path)
+    # Small batches of a single class each, of different sizes: any train-mode BatchNorm would show.
+    result = run_script("evaluate.py", "--config", config, f"eval_path={str(tiny_data / 'test')!r}",
+                        "test_batch_size=5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "accuracy" in result.stdout and "macro" in result.stdout and "middle" in result.stdout
     metrics = json.load(open(os.path.join(out, "eval", "metrics.json")))
     for name in ("per_class.csv", "confusion_matrix.csv", "confusion_matrix.png"):
         assert os.path.getsize(os.path.join(out, "eval", name)) > 0
-    result = run_script("predict.py", "--config", config, "save_probs=True", cwd=tmp_path)
+    result = run_script("predict.py", "--config", config, "save_probs=True", "test_batch_size=4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     pre = pd.read_csv(os.path.join(out, "pre.csv"))
     assert list(pre.columns[:5]) == ["image_id", "label", "class_name", "confidence", "status"]
@@ -161,3 +163,25 @@ def test_pretrained_fine_tune_from_a_checkpoint_of_another_dataset(trained, tmp_
     assert result.returncode == 0, result.stderr
     line = next(l for l in result.stdout.splitlines() if l.startswith("pretrained:"))
     assert "skipped for shape 2" in line and "head 'fc': 2" in line and "unexpected 0" in line
+
+
+def test_tta_averages_each_prediction_with_its_flip(trained, tiny_data, tmp_path):
+    from easycls import build
+    from easycls.config import defaults, validate
+    cfg = validate({**defaults(), **trained[0], "TTA": True})
+    runner = build.runner_for_inference(cfg)
+    images = torch.randint(0, 255, (4, 1, 16, 16), dtype=torch.uint8)
+    x = runner.preprocess(images)
+    runner._compiled.eval()
+    with torch.no_grad():
+        expected = (runner.module(x).softmax(1) + runner.module(x.flip(3)).softmax(1)) / 2
+    assert torch.allclose(runner._probs(images), expected, atol=1e-6)
+    for tta in (False, True):
+        out = tmp_path / f"tta{tta}"
+        assert predict_main(cfg_overrides({**trained[0], "TTA": tta, "save_dir": str(out),
+                                           "model_path": os.path.join(trained[0]["save_dir"], "best.pth")})) == 0
+        assert evaluate_main(cfg_overrides({**trained[0], "TTA": tta, "save_dir": str(out),
+                                            "eval_path": str(tiny_data / "test"),
+                                            "model_path": os.path.join(trained[0]["save_dir"], "best.pth")})) == 0
+    plain, flipped = (pd.read_csv(tmp_path / f"tta{t}" / "pre.csv")["confidence"] for t in (False, True))
+    assert not np.allclose(plain, flipped)

@@ -105,3 +105,20 @@ def test_scan_unlabelled_is_recursive_and_counts_other_files(tmp_path):
     (tmp_path / "t" / "readme.md").write_text("x")
     samples, others = scan_unlabelled(str(tmp_path / "t"))
     assert len(samples.paths) == 3 and len(others) == 1
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "P", "I;16"])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_png_fast_path_equals_the_pil_path(tmp_path, mode, channels):
+    from easycls.images import _open
+    rng = np.random.default_rng(0)
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65535, (9, 7), dtype=np.uint16))
+    elif mode == "P":
+        image = Image.fromarray(rng.integers(0, 255, (9, 7, 3), dtype=np.uint8)).convert("P")
+    else:
+        depth = {"L": 1, "RGB": 3, "RGBA": 4, "LA": 2}[mode]
+        image = Image.fromarray(rng.integers(0, 255, (9, 7, depth), dtype=np.uint8).squeeze(), mode)
+    image.save(tmp_path / "x.png")
+    fast = read_image(str(tmp_path / "x.png"), channels, (9, 7))
+    assert np.array_equal(fast, _open(str(tmp_path / "x.png"), channels).reshape(9, 7, channels))

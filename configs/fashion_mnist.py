@@ -1,0 +1,29 @@
+"""Fashion-MNIST from scratch on a CPU: python train.py --config configs/fashion_mnist.py
+
+Make the data first (Debian package dataset-fashion-mnist, no download):
+    apt-get install dataset-fashion-mnist
+    python -m easycls.datasets idx /usr/share/datasets/fashion-mnist data/fashion_mnist
+docs/benchmarks.md has the accuracy and time this reaches.
+"""
+cfg = dict(
+    model_name="resnet10t",
+    class_number=10,
+    train_path="data/fashion_mnist/train",
+    val_path="data/fashion_mnist/val",
+    test_path="data/fashion_mnist/test",
+    save_dir="output/fashion_mnist/",
+    target_img_size=[28, 28],    # native size: no resizing
+    channels=1,
+    augment="light",
+    hflip=True,                  # clothes are left-right symmetric
+    batch_size=128,
+    learning_rate=0.003,
+    optimizer="AdamW",
+    weight_decay=0.05,
+    scheduler="cosine",
+    warmup_epoch=1,
+    label_smooth=0.1,
+    epochs=10,
+    early_stop_patient=0,        # a fixed budget: cosine decays to zero at the last epoch
+    cfg_verbose=False,
+)
