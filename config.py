@@ -24,7 +24,7 @@ cfg = dict(
     channels=1,                  # 1 = grayscale, 3 = RGB (any input is converted)
     mean=None,                   # None = the model's normalisation; or one float per channel
     std=None,                    # None = the model's normalisation; or one float per channel
-    augment="light",             # 'none', 'light' or 'strong' random affine, applied per batch
+    augment="light",             # per-batch random affine: 'none', 'shift' (8%), 'light' (+10 deg, 10% zoom), 'strong'
     hflip=False,                 # random horizontal flips (off for digits and text)
     try_to_train_items=0,        # 0 = all images; N = use N train and N val images (smoke runs)
     cache="auto",                # 'auto': decode once into RAM when it fits cache_mb; 'ram'; 'none' (stream)
@@ -54,7 +54,7 @@ cfg = dict(
     monitor="val_acc",           # metric for best.pth and early stopping: val_acc, val_f1 or val_loss
     metrics=["acc"],             # add 'F1' to log macro F1 every epoch
     amp="auto",                  # 'auto' (fp16 on CUDA, off on CPU), 'fp16', 'bf16', 'off'
-    channels_last="auto",        # 'auto' (on for CUDA), True or False
+    channels_last=True,          # NHWC memory layout: 2-4x faster for MobileNetV3 on CPU, neutral for ResNet
     compile=False,               # torch.compile the model
     resume=False,                # True = continue from save_dir/last.pth; or a checkpoint path
 

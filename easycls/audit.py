@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional
 
 from .data import class_folders
-from .errors import DataError
+from .errors import exit_code
 from .images import ImageReadError, decode_full, list_images
 
 log = logging.getLogger(__name__)
@@ -120,12 +120,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", default="audit", help="report folder (default: ./audit)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        run_audit(find_splits(args.path), args.out)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code(lambda: run_audit(find_splits(args.path), args.out))
 
 
 if __name__ == "__main__":

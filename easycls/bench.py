@@ -1,15 +1,15 @@
 """Benchmark: the model's pure throughput against the real pipeline's, measured in one run on one machine.
 
-    python -m easycls.bench                    # mobilenetv3_small_100, 32x32, batch 128, Fashion-MNIST folders
-    python -m easycls.bench --quick            # a few seconds: a smoke test for CI
+    python -m easycls.bench              # mobilenetv3_small_100, 32x32, batch 128, Fashion-MNIST folders
+    python -m easycls.bench --quick      # a few seconds: a smoke test for CI
     python -m easycls.bench --data data/fashion_mnist --cache none --json out.json
 
 Pure: the same train step (``ModelRunner._train_batch``) and the same forward pass, replayed on one batch that
 was decoded and normalised once and stays on the device (real pixels: on CPU, speed depends on the data, and
-``torch.randn`` input runs 20-35% slower than images). End-to-end: ``ModelRunner.onTrainStep`` over a loader built from a folder of PNGs, and
-``write_predictions`` (the code behind predict.py) over the same PNGs. Pure and end-to-end chunks alternate for a
-few rounds after a warm-up; each side's best round is its throughput (noise only slows a chunk down). A ratio below
-0.9 means the pipeline, not the model, is the bottleneck.
+``torch.randn`` input runs 20-35% slower than images). End-to-end: ``ModelRunner.onTrainStep`` over a loader
+built from a folder of PNGs, and ``write_predictions`` (the code behind predict.py) over the same PNGs. Pure
+and end-to-end chunks alternate for a few rounds after a warm-up; each side's best round is its throughput
+(noise only slows a chunk down). A ratio below 0.9 means the pipeline, not the model, is the bottleneck.
 """
 import argparse
 import json
@@ -182,7 +182,8 @@ def parse_args(argv):
     parser.add_argument("--cache", default="auto", choices=("auto", "ram", "none"))
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--amp", default="auto", choices=("auto", "fp16", "bf16", "off"))
-    parser.add_argument("--channels-last", default="auto", type=lambda v: v if v == "auto" else v == "True")
+    parser.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                        help="keep the NCHW memory layout (channels_last is the default)")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a few seconds: 1 round of 384 images")
     args = parser.parse_args(argv)

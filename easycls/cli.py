@@ -21,7 +21,7 @@ from .config import load_config
 from .data import class_folders, scan_labelled, scan_unlabelled
 from .datasets import make_digits
 from .distributed import init_from_env, shutdown
-from .errors import ConfigError, DataError, EasyclsError
+from .errors import ConfigError, DataError, exit_code
 from .metrics import format_report
 from .plots import plot_confusion
 from .runner import TrainingInterrupted
@@ -55,13 +55,9 @@ def setup_logging(save_dir: str, log_name: str, main_process: bool = True) -> No
 def _run(command, argv, prog: str, summary: str) -> int:
     args = _parse(argv, prog, summary)
     try:
-        cfg = load_config(args.config, args.overrides)
-        return command(cfg) or 0
+        return exit_code(lambda: command(load_config(args.config, args.overrides)))
     except TrainingInterrupted:
         return 130
-    except EasyclsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -210,10 +206,17 @@ def predict(cfg: dict) -> int:
     return 0
 
 
+def image_ids(paths, root: str):
+    """Paths relative to ``root`` with forward slashes (the paths come from walking ``root``)."""
+    prefix = os.path.join(root, "")
+    return [(p[len(prefix):] if p.startswith(prefix) else os.path.relpath(p, root)).replace(os.sep, "/")
+            for p in paths]
+
+
 def write_predictions(runner, samples, cfg: dict, out_path: str, progress: bool = True):
     """Stream predictions for ``samples`` into ``out_path`` in file order; return (rows, unreadable)."""
     classes = runner.meta["class_names"]
-    ids = [os.path.relpath(p, cfg["test_path"]).replace(os.sep, "/") for p in samples.paths]
+    ids = image_ids(samples.paths, cfg["test_path"])
     header = ["image_id", "label", "class_name", "confidence", "status"]
     header += [f"prob_{c}" for c in classes] if cfg["save_probs"] else []
     loader = build.inference_loader(samples, runner)

@@ -91,7 +91,7 @@ SCHEMA: Dict[str, Key] = {
     "channels": Key(1, _choice(1, 3), "1 (grayscale) or 3 (RGB)"),
     "mean": Key(None, _floats_or_none, "None (from the model) or a list of floats, one per channel"),
     "std": Key(None, _floats_or_none, "None (from the model) or a list of floats, one per channel"),
-    "augment": Key("light", _choice("none", "light", "strong"), "'none', 'light' or 'strong'"),
+    "augment": Key("light", _choice("none", "shift", "light", "strong"), "'none', 'shift', 'light' or 'strong'"),
     "hflip": Key(False, _is(bool), BOOL),
     "try_to_train_items": Key(0, _int_ge(0), "0 (all images) or a positive number of images"),
     "cache": Key("auto", _choice("auto", "ram", "none"), "'auto', 'ram' or 'none'"),
@@ -119,7 +119,7 @@ SCHEMA: Dict[str, Key] = {
     "monitor": Key("val_acc", _choice(*MONITORS), "one of " + ", ".join(MONITORS)),
     "metrics": Key(["acc"], lambda v: _str_list(v) and set(v) <= {"acc", "F1"}, "a list from ['acc', 'F1']"),
     "amp": Key("auto", _choice("auto", "fp16", "bf16", "off"), "'auto', 'fp16', 'bf16' or 'off'"),
-    "channels_last": Key("auto", _choice("auto", True, False), "'auto', True or False"),
+    "channels_last": Key(True, _is(bool), BOOL),
     "compile": Key(False, _is(bool), BOOL),
     "resume": Key(False, lambda v: isinstance(v, (bool, str)), "False, True (save_dir/last.pth) or a path"),
     # outputs, evaluation and prediction

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from .errors import DataError
+from .errors import DataError, exit_code
 
 log = logging.getLogger(__name__)
 FASHION_CLASSES = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -103,16 +103,10 @@ def main(argv=None) -> int:
         p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        if args.command == "digits":
-            make_digits(args.out, seed=args.seed)
-        else:
-            classes = args.classes.split(",") if args.classes else None
-            make_idx(args.src, args.out, classes, args.val_fraction, args.seed)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    if args.command == "digits":
+        return exit_code(make_digits, args.out, 0.15, 0.15, args.seed)
+    classes = args.classes.split(",") if args.classes else None
+    return exit_code(make_idx, args.src, args.out, classes, args.val_fraction, args.seed)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Exceptions the command line turns into one clear line and a non-zero exit."""
+import sys
 
 
 class EasyclsError(Exception):
@@ -23,3 +24,16 @@ class CheckpointError(EasyclsError):
 
 class TrainingError(EasyclsError):
     """Training cannot go on (for example, the loss stopped being finite)."""
+
+
+def exit_code(command, *args) -> int:
+    """Run ``command(*args)``; an :class:`EasyclsError` becomes ``error: ...`` on stderr and exit code 2.
+
+    Returns the command's own exit code when it returns an int, else 0.
+    """
+    try:
+        result = command(*args)
+        return result if isinstance(result, int) else 0
+    except EasyclsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

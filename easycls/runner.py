@@ -71,7 +71,7 @@ class ModelRunner:
                  optimizer: Optional[torch.optim.Optimizer] = None, scheduler=None):
         self.cfg, self.meta, self.device = cfg, meta, device
         self.dist = dist or DistInfo()
-        channels_last = cfg["channels_last"] if cfg["channels_last"] != "auto" else device.type == "cuda"
+        channels_last = cfg["channels_last"]
         if cfg["sync_bn"] and self.dist.enabled:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same Parameter objects, same state_dict keys
         self.module = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)

@@ -15,11 +15,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, cfg_overrides, run_script, tiny_cfg, write_config, write_images
+from conftest import ROOT, cfg_overrides, run_script, tiny_cfg, write_config
 from easycls.audit import audit, find_splits
 from easycls.checkpoints import atomic_write, load_checkpoint, save_checkpoint
 from easycls.cli import evaluate_main, predict_main, train_main
-from easycls.data import scan_labelled
 from easycls.errors import CheckpointError, TrainingError
 from easycls.images import ImageReadError, read_image
 
