@@ -73,7 +73,11 @@ class ModelRunner:
         self.dist = dist or DistInfo()
         channels_last = cfg["channels_last"]
         if cfg["sync_bn"] and self.dist.enabled:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same Parameter objects, same state_dict keys
+            if device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same Parameters, same state_dict keys
+            elif self.dist.is_main:
+                log.warning("sync_bn=True needs CUDA (torch's SyncBatchNorm is GPU-only); on CPU each process "
+                            "keeps its own BatchNorm statistics")
         self.module = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
         self.amp_dtype = resolve_amp(cfg["amp"], device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
