@@ -12,7 +12,7 @@ from .data import (EpochSampler, FileDataset, MemoryLoader, PrefetchLoader, Samp
                    scan_labelled)
 from .distributed import DistInfo
 from .errors import ConfigError, DataError
-from .models import create_model, load_pretrained, model_norm, resolve_name
+from .models import ALIASES, create_model, load_pretrained, model_norm, resolve_name
 from .runner import ModelRunner
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def model_from_checkpoint(path: str):
 
 def report_conflicts(cfg: dict, meta: dict) -> None:
     """Say which config values the checkpoint overrides (its own values always win)."""
-    pairs = {"model_name": ("model_name", resolve_name(cfg["model_name"]) if cfg["model_name"] else ""),
+    pairs = {"model_name": ("model_name", ALIASES.get(cfg["model_name"], cfg["model_name"])),
              "class_number": ("class_names", cfg["class_number"]),
              "target_img_size": ("img_size", list(image_size(cfg))), "channels": ("channels", cfg["channels"])}
     for key, (meta_key, value) in pairs.items():

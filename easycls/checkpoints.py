@@ -60,12 +60,15 @@ def save_safetensors(weights: Dict[str, torch.Tensor], meta: dict, path: str) ->
     tensors = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp))
     sidecar = os.path.splitext(path)[0] + ".json"
-    atomic_write(sidecar, lambda tmp: _write_json(meta, tmp))
+    save_json(meta, sidecar)
 
 
-def _write_json(obj, path: str) -> None:
-    with open(path, "w") as handle:
-        json.dump(obj, handle, indent=2, default=str)
+def save_json(obj, path: str) -> None:
+    """Atomically write ``obj`` as indented JSON (values JSON cannot hold are written as strings)."""
+    def write(tmp):
+        with open(tmp, "w") as handle:
+            json.dump(obj, handle, indent=2, default=str)
+    atomic_write(path, write)
 
 
 def load_checkpoint(path: str) -> dict:

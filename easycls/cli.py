@@ -4,7 +4,6 @@ scripts. Each: ``[--config FILE] [key=value ...]``; input errors print one line 
 import argparse
 import csv
 import io
-import json
 import logging
 import os
 import sys
@@ -16,7 +15,7 @@ from tqdm import tqdm
 
 from . import build
 from .audit import run_audit
-from .checkpoints import atomic_write
+from .checkpoints import save_json
 from .config import load_config
 from .data import class_folders, scan_labelled, scan_unlabelled
 from .datasets import make_digits
@@ -138,8 +137,7 @@ def _audit_splits(cfg: dict) -> dict:
 def _save_config(cfg: dict) -> None:
     if cfg["cfg_verbose"]:
         log.info("config:\n%s", "\n".join(f"  {k} = {v!r}" for k, v in cfg.items()))
-    text = json.dumps(cfg, indent=2, default=str)
-    atomic_write(os.path.join(cfg["save_dir"], "config.json"), lambda tmp: open(tmp, "w").write(text))
+    save_json(cfg, os.path.join(cfg["save_dir"], "config.json"))
 
 
 def _print_summary(summary: dict) -> None:
@@ -176,7 +174,7 @@ def evaluate(cfg: dict) -> int:
 
 def write_eval_outputs(metrics: dict, classes, out: str, normalize: bool) -> None:
     os.makedirs(out, exist_ok=True)
-    atomic_write(os.path.join(out, "metrics.json"), lambda tmp: open(tmp, "w").write(json.dumps(metrics, indent=2)))
+    save_json(metrics, os.path.join(out, "metrics.json"))
     pd.DataFrame(metrics["per_class"]).to_csv(os.path.join(out, "per_class.csv"), index=False)
     cm = pd.DataFrame(metrics["confusion_matrix"], index=classes, columns=classes)
     cm.index.name = "true\\predicted"

@@ -101,7 +101,7 @@ def test_checkpoint_alone_defines_the_model(trained, tiny_data, tmp_path, capsys
     args = cfg_overrides({**cfg, "eval_path": str(tiny_data / "test")})
     assert evaluate_main(args) == 0
     first = json.load(open(os.path.join(cfg["save_dir"], "eval", "metrics.json")))
-    other = {**cfg, "model_name": "resnet18", "class_number": 7, "target_img_size": [64, 64], "channels": 3,
+    other = {**cfg, "model_name": "no_such_model", "class_number": 7, "target_img_size": [64, 64], "channels": 3,
              "eval_path": str(tiny_data / "test")}
     capsys.readouterr()
     assert evaluate_main(cfg_overrides(other)) == 0
