@@ -240,7 +240,12 @@ class PrefetchLoader:
         start = number * self.batch_size
         return range(start, min(start + self.batch_size, len(self.dataset)))
 
+    def _whole(self, number: int) -> Batch:
+        """One batch decoded by one thread (decoding ahead)."""
+        return collate(self._items(self._indices(number)))
+
     def _split(self, pool: ThreadPoolExecutor, number: int) -> Batch:
+        """One batch decoded now, its images shared out across the threads."""
         indices = self._indices(number)
         step = math.ceil(len(indices) / self.workers)
         chunks = [indices[i:i + step] for i in range(0, len(indices), step)]
@@ -252,14 +257,11 @@ class PrefetchLoader:
                 for number in range(len(self)):
                     yield self._split(pool, number)
                 return
-            pending = deque(pool.submit(lambda b: collate(self._items(self._indices(b))), b)
-                            for b in range(min(self.ahead, len(self))))
-            submitted = len(pending)
-            while pending:
+            pending = deque(pool.submit(self._whole, b) for b in range(min(self.ahead, len(self))))
+            for number in range(len(pending), len(self) + len(pending)):
                 batch = pending.popleft().result()
-                if submitted < len(self):
-                    pending.append(pool.submit(lambda b: collate(self._items(self._indices(b))), submitted))
-                    submitted += 1
+                if number < len(self):
+                    pending.append(pool.submit(self._whole, number))
                 yield batch
 
 

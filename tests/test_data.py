@@ -122,3 +122,22 @@ def test_png_fast_path_equals_the_pil_path(tmp_path, mode, channels):
     image.save(tmp_path / "x.png")
     fast = read_image(str(tmp_path / "x.png"), channels, (9, 7))
     assert np.array_equal(fast, _open(str(tmp_path / "x.png"), channels).reshape(9, 7, channels))
+
+
+@pytest.mark.parametrize("count", [0, 1, 5, 13, 40])
+@pytest.mark.parametrize("ahead", [0, 1, 4])
+def test_prefetch_loader_yields_every_item_in_order(count, ahead):
+    """ahead=0 is the CPU path (decode between batches); ahead>0 the GPU path (decode while the model runs)."""
+    from easycls.data import PrefetchLoader
+
+    class Numbers:
+        def __len__(self):
+            return count
+
+        def __getitem__(self, i):
+            return np.full((2, 2, 1), i, np.uint8), i, i, ""
+
+    batches = list(PrefetchLoader(Numbers(), batch_size=3, workers=2, ahead=ahead))
+    assert len(batches) == (count + 2) // 3
+    assert [int(i) for b in batches for i in b.index] == list(range(count))
+    assert all(torch.equal(b.images[:, 0, 0, 0].long(), b.labels) for b in batches)
