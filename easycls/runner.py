@@ -149,7 +149,8 @@ class ModelRunner:
     def onTrainStep(self, loader, epoch: int) -> dict:
         """Train one epoch; return ``train_loss`` and ``train_acc`` averaged over every rank's images."""
         self.model.train()
-        totals = torch.zeros(3, device=self.device)  # loss sum, correct, count
+        totals = torch.zeros(2, device=self.device)  # loss sum, correct (kept on the device: no sync per step)
+        count = 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg['epochs']}", leave=False, dynamic_ncols=True,
                    disable=not (self.progress and self.dist.is_main))
         for step, batch in enumerate(bar):
@@ -159,10 +160,11 @@ class ModelRunner:
             x = self.preprocess(batch.images, train=True)
             y = batch.labels.to(self.device, non_blocking=True)
             loss, logits = self._train_batch(x, y, epoch, step)
-            totals += torch.stack([loss.detach().float() * len(y), (logits.argmax(1) == y).sum(),
-                                   torch.tensor(len(y), device=self.device)])
+            totals += torch.stack([loss.detach().float() * len(y), (logits.argmax(1) == y).sum()])
+            count += len(y)
             if step % 20 == 0:
-                bar.set_postfix(loss=f"{totals[0] / totals[2]:.4f}", acc=f"{totals[1] / totals[2]:.4f}")
+                bar.set_postfix(loss=f"{totals[0] / count:.4f}", acc=f"{totals[1] / count:.4f}")
+        totals = torch.cat([totals, torch.tensor([float(count)], device=self.device)])
         loss_sum, correct, count = all_reduce_sum(totals, self.dist).tolist()
         return {"train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1)}
 
