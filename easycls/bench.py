@@ -5,8 +5,8 @@
     python -m easycls.bench --data data/fashion_mnist --cache none --json out.json
 
 Pure: the same train step (``ModelRunner._train_batch``) and the same forward pass, replayed on one batch that
-was decoded and normalised once and stays on the device (real pixels: on CPU, speed depends on the data, and
-``torch.randn`` input runs 20-35% slower than images). End-to-end: ``ModelRunner.onTrainStep`` over a loader
+was decoded and normalised once and stays on the device: synthetic in the sense that no loading is involved, with
+the value range of real inputs. End-to-end: ``ModelRunner.onTrainStep`` over a loader
 built from a folder of PNGs, and ``write_predictions`` (the code behind predict.py) over the same PNGs. Pure
 and end-to-end chunks alternate for a few rounds after a warm-up; each side's best round is its throughput
 (noise only slows a chunk down). A ratio below 0.9 means the pipeline, not the model, is the bottleneck.
@@ -87,8 +87,8 @@ class Measure:
         self.runner.progress = False
         self.runner._ensure_training_parts()
         self.cfg = cfg
-        # The pure side replays one real batch, decoded and normalised once: on CPU this model runs 20-35% faster
-        # on real images than on torch.randn input, so random tensors would understate the model's speed.
+        # The pure side replays one real batch, decoded and normalised once, so that it runs on the same kind
+        # of input as the end-to-end side.
         batch = next(iter(self.train_loader))
         self.x = self.runner.preprocess(batch.images)
         self.y = batch.labels.to(self.runner.device)
