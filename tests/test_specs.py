@@ -69,6 +69,7 @@ def test_every_scheduler_steps(name):
     lrs = []
     for epoch in range(10):
         lrs.append(opt.param_groups[0]["lr"])
+        opt.step()  # as an epoch does; stepping the scheduler first makes torch warn
         sched.step(0.5)
     assert lrs[0] == pytest.approx(0.1 / 3) and lrs[1] == pytest.approx(0.2 / 3) and lrs[2] == pytest.approx(0.1)
     assert all(lr > 0 or name == "cosine" for lr in lrs)
@@ -87,6 +88,7 @@ def test_scheduler_specs_follow_torch(spec, expected):
     lrs = []
     for _ in expected:
         lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
         sched.step(0.5)  # a flat metric: the plateau scheduler decays after each patience run
     assert lrs == pytest.approx(expected, abs=1e-6)
 
