@@ -1,7 +1,9 @@
 """Finding image files and decoding one image into a uint8 array, whatever its format.
 
 PIL decodes (EXIF orientation, 16-bit, transparency, CMYK and palette handling, decompression-bomb checks);
-OpenCV resizes, because ``cv2.resize`` with INTER_AREA is both fast and a good anti-aliasing filter.
+OpenCV resizes, because ``cv2.resize`` with INTER_AREA is both fast and a good anti-aliasing filter. Plain PNGs take
+a faster OpenCV path with the same pixels, and JPEGs much larger than the model's input are decoded at a reduced
+scale (PIL's ``draft``: libjpeg scales by 1/2, 1/4 or 1/8 while decoding), never below the requested size.
 """
 import io
 import os
@@ -77,10 +79,13 @@ def _to_mode(im: Image.Image, channels: int) -> Image.Image:
     return im.convert("L" if channels == 1 else "RGB")
 
 
-def _open(source, channels: int) -> np.ndarray:
+def _open(source, channels: int, at_least: int = 0) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         with Image.open(source) as im:
+            if at_least and im.format == "JPEG":
+                # Both sides stay >= at_least, whichever way EXIF later rotates the image.
+                im.draft("L" if channels == 1 else "RGB", (at_least, at_least))
             im = ImageOps.exif_transpose(im)
             return np.array(_to_mode(im, channels))  # a writable copy
 
@@ -129,14 +134,18 @@ def _read_bytes(path: str) -> bytes:
         os.close(fd)
 
 
-def decode_full(path: str, channels: int = 3) -> np.ndarray:
-    """Decode ``path`` at its own size into a ``(height, width[, 3])`` uint8 array; raise :class:`ImageReadError`."""
+def decode_full(path: str, channels: int = 3, at_least: int = 0) -> np.ndarray:
+    """Decode ``path`` into a ``(height, width[, 3])`` uint8 array; raise :class:`ImageReadError`.
+
+    The array has the image's own size, except that a JPEG may be decoded smaller when ``at_least`` is given: by a
+    power of two, keeping both sides at ``at_least`` pixels or more.
+    """
     try:
         data = _read_bytes(path)
         if not data:
             raise ImageReadError("empty file")
         fast = _decode_png_fast(data, channels)
-        return fast if fast is not None else _open(io.BytesIO(data), channels)
+        return fast if fast is not None else _open(io.BytesIO(data), channels, at_least)
     except UnidentifiedImageError:
         raise ImageReadError("not an image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -148,8 +157,8 @@ def decode_full(path: str, channels: int = 3) -> np.ndarray:
 
 def read_image(path: str, channels: int, size: Tuple[int, int]) -> np.ndarray:
     """Decode ``path`` into a ``(height, width, channels)`` uint8 array of ``size``; raise :class:`ImageReadError`."""
-    arr = decode_full(path, channels)
     height, width = size
+    arr = decode_full(path, channels, at_least=max(height, width))
     if arr.shape[:2] != (height, width):
         shrink = arr.shape[0] > height or arr.shape[1] > width
         arr = cv2.resize(arr, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)

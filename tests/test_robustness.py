@@ -58,6 +58,33 @@ def test_exif_orientation_is_applied(tmp_path):
     assert out.shape == (4, 2, 1) and out[0, 1, 0] > 200  # the top-left pixel moved to the top-right
 
 
+def _photo(width: int, height: int) -> Image.Image:
+    y, x = np.mgrid[0:height, 0:width]
+    rgb = np.stack([x * 255 // width, y * 255 // height, (x + y) * 255 // (width + height)], -1).astype(np.uint8)
+    return Image.fromarray(rgb)
+
+
+def test_large_jpeg_is_decoded_at_a_reduced_scale_close_to_the_full_decode(tmp_path):
+    from easycls.images import decode_full
+    _photo(400, 300).save(tmp_path / "big.jpg", quality=95)
+    path = str(tmp_path / "big.jpg")
+    assert decode_full(path, 3).shape == (300, 400, 3)
+    assert decode_full(path, 3, at_least=32).shape == (38, 50, 3)  # 1/8: both sides stay >= 32
+    assert decode_full(path, 1, at_least=100).shape == (150, 200)  # 1/2
+    reduced = read_image(path, 3, (32, 32)).astype(int)
+    full = cv2.resize(decode_full(path, 3), (32, 32), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(reduced - full).mean() < 2.0  # of 255: a different, equally valid downscale
+
+
+def test_reduced_jpeg_decoding_keeps_exif_rotation_and_size(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated: 300 wide, 400 high
+    _photo(400, 300).save(tmp_path / "rot.jpg", exif=exif, quality=95)
+    from easycls.images import decode_full
+    assert decode_full(str(tmp_path / "rot.jpg"), 3, at_least=64).shape == (100, 75, 3)  # 1/4, rotated
+    assert read_image(str(tmp_path / "rot.jpg"), 3, (64, 48)).shape == (64, 48, 3)
+
+
 def test_cmyk_and_palette_images_are_converted(tmp_path):
     Image.new("CMYK", (4, 4), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
     Image.new("RGB", (4, 4), (0, 0, 255)).convert("P").save(tmp_path / "pal.png")
