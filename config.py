@@ -11,7 +11,7 @@ cfg = dict(
     class_names=[],              # [] = every sub-folder of train_path, sorted; or a list fixing names and order
     random_seed=42,              # seeds weights, shuffling and augmentation
     cfg_verbose=True,            # print the resolved config at the start of training
-    num_workers=2,               # decoding threads (RAM cache) or DataLoader workers (streaming)
+    num_workers=2,               # decoding threads (RAM cache, GPU prediction) or DataLoader workers (streaming)
 
     # --- data (class folders: train_path/<class>/<image>)
     train_path="data/digits/train",  # the built-in digits data is written here on first use
