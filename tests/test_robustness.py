@@ -20,7 +20,7 @@ from easycls.audit import audit, find_splits
 from easycls.checkpoints import atomic_write, load_checkpoint, save_checkpoint
 from easycls.cli import evaluate_main, predict_main, train_main
 from easycls.errors import CheckpointError, TrainingError
-from easycls.images import ImageReadError, read_image
+from easycls.images import ImageReadError, decode_full, read_image
 
 
 # ----------------------------------------------------------------------------- pixels and bad files
@@ -65,7 +65,6 @@ def _photo(width: int, height: int) -> Image.Image:
 
 
 def test_large_jpeg_is_decoded_at_a_reduced_scale_close_to_the_full_decode(tmp_path):
-    from easycls.images import decode_full
     _photo(400, 300).save(tmp_path / "big.jpg", quality=95)
     path = str(tmp_path / "big.jpg")
     assert decode_full(path, 3).shape == (300, 400, 3)
@@ -80,7 +79,6 @@ def test_reduced_jpeg_decoding_keeps_exif_rotation_and_size(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # displayed rotated: 300 wide, 400 high
     _photo(400, 300).save(tmp_path / "rot.jpg", exif=exif, quality=95)
-    from easycls.images import decode_full
     assert decode_full(str(tmp_path / "rot.jpg"), 3, at_least=64).shape == (100, 75, 3)  # 1/4, rotated
     assert read_image(str(tmp_path / "rot.jpg"), 3, (64, 48)).shape == (64, 48, 3)
 
