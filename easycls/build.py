@@ -65,7 +65,7 @@ def make_loader(samples: Samples, cfg: dict, batch_size: int, train: bool, dist:
     size = image_size(cfg)
     workers = cfg["num_workers"]
     if ram:
-        images, samples = decode_all(samples, cfg["channels"], size, max(1, workers))
+        images, samples = decode_all(samples, cfg["channels"], size, workers)
     sampler = EpochSampler(len(samples.paths), shuffle=train, seed=cfg["random_seed"], rank=dist.rank,
                            world=dist.world, even=train)
     drop_last = train and len(sampler) > batch_size  # a last batch of 1 breaks BatchNorm

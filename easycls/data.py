@@ -90,24 +90,31 @@ def scan_unlabelled(root: str) -> Tuple[Samples, List[Tuple[str, str]]]:
 
 
 def decode_all(samples: Samples, channels: int, size, workers: int) -> Tuple[torch.Tensor, Samples]:
-    """Decode every image once into a uint8 tensor; unreadable files are named, counted and left out."""
-    height, width = size
-    out = torch.empty((len(samples.paths), channels, height, width), dtype=torch.uint8)
-    ok, failed = [], []
+    """Decode every image once into a uint8 tensor; unreadable files are named, counted and left out.
 
-    def work(i):
-        try:
-            out[i] = torch.from_numpy(read_image(samples.paths[i], channels, size)).permute(2, 0, 1)
-            return None
-        except ImageReadError as exc:
-            return str(exc)
+    Each thread decodes runs of 32 images into a numpy view of the tensor: per-image futures and tensor indexing
+    had cost three times the decoding of a small PNG, while runs still share large JPEGs out across the threads.
+    """
+    n, run = len(samples.paths), 32
+    out = torch.empty((n, channels, *size), dtype=torch.uint8)
+    view = out.numpy()
+
+    def decode_run(start: int) -> List[Tuple[int, str]]:
+        failed = []
+        for i in range(start, min(start + run, n)):
+            try:
+                view[i] = read_image(samples.paths[i], channels, size).transpose(2, 0, 1)
+            except ImageReadError as exc:
+                failed.append((i, str(exc)))
+        return failed
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for i, reason in enumerate(pool.map(work, range(len(samples.paths)))):
-            (failed if reason else ok).append((i, reason) if reason else i)
-    report_skipped([(samples.paths[i], r) for i, r in failed])
-    if len(ok) == len(samples.paths):
+        failed = [item for part in pool.map(decode_run, range(0, n, run)) for item in part]
+    report_skipped([(samples.paths[i], reason) for i, reason in failed])
+    if not failed:
         return out, samples
+    bad = {i for i, _ in failed}
+    ok = [i for i in range(n) if i not in bad]
     return out[ok], samples.subset(ok)
 
 
