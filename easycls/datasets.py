@@ -104,9 +104,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "digits":
-        return exit_code(make_digits, args.out, 0.15, 0.15, args.seed)
+        return exit_code(lambda: make_digits(args.out, seed=args.seed))
     classes = args.classes.split(",") if args.classes else None
-    return exit_code(make_idx, args.src, args.out, classes, args.val_fraction, args.seed)
+    return exit_code(lambda: make_idx(args.src, args.out, classes, args.val_fraction, args.seed))
 
 
 if __name__ == "__main__":

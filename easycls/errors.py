@@ -26,13 +26,13 @@ class TrainingError(EasyclsError):
     """Training cannot go on (for example, the loss stopped being finite)."""
 
 
-def exit_code(command, *args) -> int:
-    """Run ``command(*args)``; an :class:`EasyclsError` becomes ``error: ...`` on stderr and exit code 2.
+def exit_code(command) -> int:
+    """Run ``command()``; an :class:`EasyclsError` becomes ``error: ...`` on stderr and exit code 2.
 
     Returns the command's own exit code when it returns an int, else 0.
     """
     try:
-        result = command(*args)
+        result = command()
         return result if isinstance(result, int) else 0
     except EasyclsError as exc:
         print(f"error: {exc}", file=sys.stderr)
