@@ -1,16 +1,26 @@
-"""Training curves and confusion-matrix pictures (matplotlib, Agg backend: no display needed)."""
+"""Training curves and confusion-matrix pictures (matplotlib, Agg backend: no display needed).
+
+Figures are made with matplotlib's object-oriented API on an Agg canvas, never through pyplot: no global figure
+state, nothing to close, and the Agg backend is imported here at start-up. Loaded lazily at the first savefig, a
+Ctrl-C arriving during that import came out as "ImportError: initialization failed" instead of an interrupt.
+"""
 from typing import List, Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
+
+def _figure(size) -> Figure:
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def plot_curves(history: List[dict], path: str, keys: Sequence[str], ylabel: str) -> None:
     """One line per ``keys`` entry against the epoch number."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = _figure((6, 4))
+    ax = fig.subplots()
     epochs = [row["epoch"] for row in history]
     for key in keys:
         ax.plot(epochs, [row[key] for row in history], marker="o", markersize=3, label=key)
@@ -20,7 +30,6 @@ def plot_curves(history: List[dict], path: str, keys: Sequence[str], ylabel: str
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_confusion(matrix: Sequence[Sequence[int]], class_names: List[str], path: str,
@@ -31,7 +40,8 @@ def plot_confusion(matrix: Sequence[Sequence[int]], class_names: List[str], path
         cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     n = len(class_names)
     size = min(4 + 0.5 * n, 20)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = _figure((size, size))
+    ax = fig.subplots()
     image = ax.imshow(cm, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046)
     ax.set_xticks(range(n), class_names, rotation=45, ha="right")
@@ -48,4 +58,3 @@ def plot_confusion(matrix: Sequence[Sequence[int]], class_names: List[str], path
     ax.set_title("confusion matrix" + (" (row-normalised)" if normalize else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
