@@ -29,6 +29,8 @@ cfg = dict(
     try_to_train_items=0,        # 0 = all images; N = use N train and N val images (smoke runs)
     cache="auto",                # 'auto': decode once into RAM when it fits cache_mb; 'ram'; 'none' (stream)
     cache_mb=4096,               # RAM budget for decoded images, in MB
+    label_type="DIR",            # 'DIR' = labels from the class folders ('CSV' from label_path: not built yet)
+    label_path="",               # CSV of image_id,label (with label_type='CSV')
     audit=False,                 # check the dataset (counts, unreadable files, duplicates) before training
 
     # --- model
@@ -50,12 +52,17 @@ cfg = dict(
     label_smooth=0.0,            # label smoothing in [0, 1)
     class_weight=None,           # None or one weight per class
     clip_gradient=0,             # 0 = off; else the max gradient norm
+    accumulate_steps=1,          # step the optimizer every N batches (effective batch = N x batch_size)
+    ema=False,                   # validate, save best.pth and predict with an EMA of the weights (timm ModelEmaV3)
+    ema_decay=0.9998,            # EMA decay, reached after a warm-up (short runs average over fewer steps)
     early_stop_patient=7,        # stop after this many epochs without improvement; 0 = never
     monitor="val_acc",           # metric for best.pth and early stopping: val_acc, val_f1 or val_loss
     metrics=["acc"],             # add 'F1' to log macro F1 every epoch
     amp="auto",                  # 'auto' (fp16 on CUDA, off on CPU), 'fp16', 'bf16', 'off'
     channels_last=True,          # NHWC memory layout: 2-4x faster for MobileNetV3 on CPU, neutral for ResNet
     compile=False,               # torch.compile the model
+    custom_hooks=[],             # your hooks: registered names, dict(type='Name', ...) or Hook instances
+    tensorboard=False,           # TensorBoard scalars in save_dir/tensorboard (pip install -e ".[tensorboard]")
     resume=False,                # True = continue from save_dir/last.pth; or a checkpoint path
 
     # --- outputs, evaluation, prediction

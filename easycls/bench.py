@@ -4,12 +4,12 @@
     python -m easycls.bench --quick      # a few seconds: a smoke test for CI
     python -m easycls.bench --data data/fashion_mnist --cache none --json out.json
 
-Pure: the same train step (``ModelRunner._train_batch``) and the same forward pass, replayed on one batch that
-was decoded and normalised once and stays on the device: synthetic in the sense that no loading is involved, with
-the value range of real inputs. End-to-end: ``ModelRunner.onTrainStep`` over a loader
-built from a folder of PNGs, and ``write_predictions`` (the code behind predict.py) over the same PNGs. Pure
-and end-to-end chunks alternate for a few rounds after a warm-up; each side's best round is its throughput
-(noise only slows a chunk down). A ratio below 0.9 means the pipeline, not the model, is the bottleneck.
+Pure: the same train step (``ModelRunner._train_batch``: one optimizer step) and the same forward pass, replayed
+on one batch that was decoded and normalised once and stays on the device: synthetic in the sense that no loading
+is involved, with the value range of real inputs. End-to-end: ``ModelRunner.onTrainStep`` with the default hooks
+(the progress bar included) over a loader built from a folder of PNGs, and ``write_predictions`` (the code
+behind predict.py) over the same PNGs. Pure and end-to-end chunks alternate for a few rounds after a warm-up; each
+side's best round is its throughput (noise only slows a chunk down). A ratio below 0.9 means the pipeline, not the model, is the bottleneck.
 """
 import argparse
 import json
@@ -29,6 +29,7 @@ from .cli import write_predictions
 from .config import defaults, validate
 from .data import scan_unlabelled
 from .datasets import write_split
+from .device import autocast, select_device
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +84,7 @@ class Measure:
         self.train_loader, _, classes = build.build_train_loaders(cfg, build.DistInfo())
         self.setup_seconds = time.perf_counter() - start
         model, meta = build.build_model(cfg, classes)
-        self.runner = build.ModelRunner(model, meta, cfg, build.select_device(cfg))
-        self.runner.progress = False
-        self.runner._ensure_training_parts()
+        self.runner = build.build_runner(cfg, model, meta, device=select_device(cfg))
         self.cfg = cfg
         # The pure side replays one real batch, decoded and normalised once, so that it runs on the same kind
         # of input as the end-to-end side.
@@ -99,18 +98,17 @@ class Measure:
     def pure_train(self) -> float:
         self.runner.model.train()
         steps = len(self.train_loader)
-        return self.args.batch * steps / timed(lambda: self.runner._train_batch(self.x, self.y, 0, 0),
+        return self.args.batch * steps / timed(lambda: self.runner._train_batch(self.x, self.y),
                                                self.runner.device, steps)
 
     def pure_predict(self) -> float:
         runner = self.runner
 
         def infer():
-            with torch.inference_mode(), torch.autocast(runner.device.type, dtype=runner.amp_dtype,
-                                                        enabled=runner.amp_dtype is not None):
-                runner._compiled(self.x)
+            with torch.inference_mode(), autocast(runner.device, runner.amp_dtype):
+                runner.eval_model(self.x)
 
-        runner._compiled.eval()
+        runner.eval_model.eval()
         steps = max(3, len(self.samples.paths) // self.args.batch)
         return self.args.batch * steps / timed(infer, runner.device, steps)
 
@@ -119,14 +117,17 @@ class Measure:
         self.train_loader.set_epoch(self.epoch)
         _sync(self.runner.device)
         start = time.perf_counter()
+        self.runner.epoch, self.runner.train_batches = self.epoch, len(self.train_loader)
+        self.runner.call_hook("before_train_epoch")
         self.runner.onTrainStep(self.train_loader, self.epoch)
+        self.runner.call_hook("after_train_epoch")
         _sync(self.runner.device)
         return len(self.train_loader) * self.args.batch / (time.perf_counter() - start)
 
     def e2e_predict(self) -> float:
         csv_path = os.path.join(self.cfg["save_dir"], "pre.csv")
         start = time.perf_counter()
-        rows, _ = write_predictions(self.runner, self.samples, self.cfg, csv_path, progress=False)
+        rows, _ = write_predictions(self.runner.inference(), self.samples, self.cfg, csv_path, progress=False)
         return rows / (time.perf_counter() - start)
 
 

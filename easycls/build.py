@@ -1,30 +1,45 @@
-"""Turn a validated config into data loaders, a model and a :class:`ModelRunner`; the CLI's building blocks."""
+"""Turn a validated config into the parts of a run, in one place: data loaders, model, optimizer, scheduler,
+loss, preprocessing and hooks handed to a :class:`ModelRunner` for training, or an :class:`InferenceModel`
+(none of the training parts) for evaluate and predict.
+"""
 import logging
 import os
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn as nn
 from sklearn.model_selection import StratifiedKFold
 
-from .checkpoints import load_checkpoint, split_checkpoint
-from .config import image_size
-from .data import (EpochSampler, FileDataset, MemoryLoader, PrefetchLoader, Samples, StreamLoader, decode_all,
-                   scan_labelled)
+from . import files
+from .checkpoints import ModelMeta
+from .config import MONITORS, image_size
+from .data import (BatchAugment, EpochSampler, FileDataset, MemoryLoader, PrefetchLoader, Preprocessor, Samples,
+                   StreamLoader, decode_all, scan_labelled)
+from .device import check_gpu_id, select_device
 from .distributed import DistInfo
 from .errors import ConfigError, DataError
+from .hooks import Hook, default_hooks
+from .inference import InferenceModel
+from .losses import create_loss
 from .models import ALIASES, create_model, load_pretrained, model_norm, resolve_name
+from .optim import create_optimizer
 from .runner import ModelRunner
+from .schedulers import create_scheduler
 
 log = logging.getLogger(__name__)
 
 
-def select_device(cfg: dict, dist: Optional[DistInfo] = None) -> torch.device:
-    """CUDA when available and not turned off by ``GPU_ID='cpu'``; under torchrun, the local rank's GPU."""
-    if cfg["GPU_ID"].lower() == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    index = dist.local_rank if dist and dist.enabled else int(cfg["GPU_ID"] or 0)
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
+def preflight(cfg: dict) -> None:
+    """Checks that need no data, made before anything is scanned or written: the model name, the pretrained
+    file and GPU_ID."""
+    resolve_name(cfg["model_name"])
+    if cfg["pretrained"] and not os.path.isfile(cfg["pretrained"]):
+        raise ConfigError(f"pretrained file not found: {cfg['pretrained']}")
+    if torch.cuda.is_available() and cfg["GPU_ID"].lower() != "cpu":
+        check_gpu_id(cfg["GPU_ID"])
+    if cfg["label_type"] == "DIR" and cfg["label_path"]:
+        log.warning("label_path=%r is not read: label_type='DIR' takes labels from the class folders",
+                    cfg["label_path"])
 
 
 # ----------------------------------------------------------------------------- data
@@ -85,57 +100,78 @@ def build_train_loaders(cfg: dict, dist: DistInfo):
     return train_loader, val_loader, train.classes
 
 
-# ----------------------------------------------------------------------------- models
-def build_model(cfg: dict, classes: List[str]):
+# ----------------------------------------------------------------------------- training
+def build_model(cfg: dict, classes: List[str]) -> Tuple[nn.Module, ModelMeta]:
     """A new model for ``classes`` (with pretrained weights when configured) and the metadata to save with it."""
     name = resolve_name(cfg["model_name"])
     model = create_model(name, len(classes), cfg["channels"], cfg["dropout"])
     if cfg["pretrained"]:
         load_pretrained(model, cfg["pretrained"], cfg["pretrained_key_map"])
     mean, std = model_norm(model, cfg["channels"])
-    meta = {"model_name": name, "class_names": list(classes), "img_size": list(image_size(cfg)),
-            "channels": cfg["channels"], "mean": cfg["mean"] or mean, "std": cfg["std"] or std}
+    meta = ModelMeta(name, list(classes), list(image_size(cfg)), cfg["channels"], cfg["mean"] or mean,
+                     cfg["std"] or std)
     return model, meta
 
 
-def model_from_checkpoint(path: str):
-    """Rebuild the model saved at ``path`` (.pth or .safetensors + .json) and return it with its metadata."""
-    weights, meta = split_checkpoint(load_checkpoint(path), path)
-    model = create_model(meta["model_name"], len(meta["class_names"]), meta["channels"])
-    model.load_state_dict(weights)
-    return model, meta
+def place_model(model: nn.Module, cfg: dict, device: torch.device, dist: DistInfo) -> nn.Module:
+    """On ``device`` in the configured memory format; SyncBatchNorm under torchrun on CUDA when asked."""
+    if cfg["sync_bn"] and dist.enabled:
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same Parameters, same state_dict keys
+        elif dist.is_main:
+            log.warning("sync_bn=True needs CUDA (torch's SyncBatchNorm is GPU-only); on CPU each process "
+                        "keeps its own BatchNorm statistics")
+    return model.to(device, memory_format=torch.channels_last if cfg["channels_last"] else torch.preserve_format)
 
 
-def report_conflicts(cfg: dict, meta: dict) -> None:
+def build_runner(cfg: dict, model: nn.Module, meta: ModelMeta, dist: Optional[DistInfo] = None,
+                 device: Optional[torch.device] = None, loss_fn: Optional[nn.Module] = None,
+                 hooks: Optional[Sequence[Hook]] = None) -> ModelRunner:
+    """The runner with every training part the config names; ``loss_fn`` and ``hooks`` replace the config's."""
+    dist = dist or DistInfo()
+    device = device or select_device(cfg, dist)
+    model = place_model(model, cfg, device, dist)
+    optimizer = create_optimizer(cfg["optimizer"], model, cfg["learning_rate"], cfg["weight_decay"])
+    scheduler = create_scheduler(cfg["scheduler"], optimizer, cfg["epochs"], cfg["warmup_epoch"],
+                                 MONITORS[cfg["monitor"]])
+    loss_fn = loss_fn or create_loss(cfg["loss"], cfg["label_smooth"], cfg["class_weight"])
+    augment = None if cfg["augment"] == "none" else BatchAugment(cfg["augment"], cfg["hflip"])
+    preprocess = Preprocessor(meta.mean, meta.std, meta.channels, device, cfg["channels_last"], augment)
+    return ModelRunner(model, meta, cfg, device, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn.to(device),
+                       preprocess=preprocess, hooks=default_hooks(cfg) if hooks is None else hooks, dist=dist)
+
+
+# ----------------------------------------------------------------------------- inference
+def report_conflicts(cfg: dict, meta: ModelMeta) -> None:
     """Say which config values the checkpoint overrides (its own values always win)."""
-    pairs = {"model_name": ("model_name", ALIASES.get(cfg["model_name"], cfg["model_name"])),
-             "class_number": ("class_names", cfg["class_number"]),
-             "target_img_size": ("img_size", list(image_size(cfg))), "channels": ("channels", cfg["channels"])}
-    for key, (meta_key, value) in pairs.items():
-        saved = len(meta[meta_key]) if key == "class_number" else meta[meta_key]
+    pairs = {"model_name": (meta.model_name, ALIASES.get(cfg["model_name"], cfg["model_name"])),
+             "class_number": (len(meta.class_names), cfg["class_number"]),
+             "target_img_size": (meta.img_size, list(image_size(cfg))), "channels": (meta.channels, cfg["channels"])}
+    for key, (saved, value) in pairs.items():
         if saved != value:
             log.warning("config %s=%r differs from the checkpoint's %r; using the checkpoint's", key, value, saved)
 
 
 def checkpoint_path(cfg: dict) -> str:
-    path = cfg["model_path"] or os.path.join(cfg["save_dir"], "best.pth")
+    path = cfg["model_path"] or files.out(cfg, files.BEST)
     if not os.path.exists(path):
         raise ConfigError(f"model_path {path} does not exist; train first or set model_path=<checkpoint>")
     return path
 
 
-def runner_for_inference(cfg: dict, dist: Optional[DistInfo] = None) -> ModelRunner:
-    """A runner around the checkpoint at ``model_path``; its metadata, not the config, defines the model."""
+def load_inference(cfg: dict) -> InferenceModel:
+    """The checkpoint at ``model_path`` (default ``save_dir/best.pth``), ready to evaluate and predict."""
     path = checkpoint_path(cfg)
-    model, meta = model_from_checkpoint(path)
+    model = InferenceModel.from_checkpoint(path, cfg)
+    meta = model.meta
     report_conflicts(cfg, meta)
-    log.info("loaded %s: %s, %d classes, %s px, %d channel(s)", path, meta["model_name"],
-             len(meta["class_names"]), "x".join(map(str, meta["img_size"])), meta["channels"])
-    return ModelRunner(model, meta, cfg, select_device(cfg, dist), dist)
+    log.info("loaded %s: %s, %d classes, %s px, %d channel(s)", path, meta.model_name, len(meta.class_names),
+             "x".join(map(str, meta.img_size)), meta.channels)
+    return model
 
 
-def inference_loader(samples: Samples, runner: ModelRunner) -> PrefetchLoader:
-    """A streaming loader at the checkpoint's size and channels, in file order; it decodes ahead on a GPU only."""
-    dataset = FileDataset(samples, runner.meta["channels"], runner.meta["img_size"])
-    ahead = 4 if runner.device.type == "cuda" else 0
-    return PrefetchLoader(dataset, runner.cfg["test_batch_size"], runner.cfg["num_workers"], ahead)
+def inference_loader(samples: Samples, model: InferenceModel, cfg: dict) -> PrefetchLoader:
+    """A streaming loader at the model's size and channels, in file order; it decodes ahead on a GPU only."""
+    dataset = FileDataset(samples, model.meta.channels, model.meta.img_size)
+    ahead = 4 if model.device.type == "cuda" else 0
+    return PrefetchLoader(dataset, cfg["test_batch_size"], cfg["num_workers"], ahead)

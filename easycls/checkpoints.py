@@ -5,7 +5,8 @@ import os
 import pickle
 import tempfile
 import zipfile
-from typing import Dict, Tuple
+from dataclasses import asdict, dataclass, fields
+from typing import Dict, List, Tuple
 
 import torch
 from safetensors import SafetensorError
@@ -14,6 +15,30 @@ from safetensors.torch import load_file, save_file
 from .errors import CheckpointError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelMeta:
+    """What a checkpoint needs besides its weights to be used alone; saved in every checkpoint as a plain dict."""
+
+    model_name: str
+    class_names: List[str]
+    img_size: List[int]
+    channels: int
+    mean: List[float]
+    std: List[float]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, meta: dict, path: str) -> "ModelMeta":
+        """The metadata saved in the checkpoint at ``path``; a missing field means it is no easycls checkpoint."""
+        missing = [f.name for f in fields(cls) if f.name not in meta]
+        if missing:
+            raise CheckpointError(f"{path} is not an easycls checkpoint (no {', '.join(missing)} metadata); "
+                                  f"use it as 'pretrained' instead")
+        return cls(**{f.name: meta[f.name] for f in fields(cls)})
 
 
 def _fsync_dir(folder: str) -> None:
@@ -116,11 +141,13 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
     return tensors
 
 
-def split_checkpoint(state: dict, path: str) -> Tuple[Dict[str, torch.Tensor], dict]:
-    """The model weights and the metadata (model name, classes, size, channels, normalisation) of a checkpoint."""
-    meta = state.get("meta") or {}
-    missing = [k for k in ("model_name", "class_names", "img_size", "channels", "mean", "std") if k not in meta]
-    if missing or "model" not in state:
-        raise CheckpointError(f"{path} is not an easycls checkpoint (no {', '.join(missing) or 'model'} metadata); "
-                              f"use it as 'pretrained' instead")
-    return state["model"], meta
+def split_checkpoint(state: dict, path: str) -> Tuple[Dict[str, torch.Tensor], ModelMeta]:
+    """The weights to predict with and the metadata (model name, classes, size, channels, normalisation).
+
+    When validation used other weights than the trained ones (the EMA average), a training checkpoint
+    (``last.pth``) holds those under ``eval_model``: evaluate and predict use them, as validation did.
+    """
+    if "model" not in state:
+        raise CheckpointError(f"{path} is not an easycls checkpoint (no model weights); use it as 'pretrained' "
+                              f"instead")
+    return state.get("eval_model") or state["model"], ModelMeta.from_dict(state.get("meta") or {}, path)

@@ -5,6 +5,7 @@ import argparse
 import csv
 import io
 import logging
+import logging.handlers
 import os
 import sys
 
@@ -13,10 +14,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from . import build
+from . import build, files
 from .audit import run_audit
 from .checkpoints import save_json
-from .config import load_config
+from .config import load_config, plain
 from .data import class_folders, scan_labelled, scan_unlabelled
 from .datasets import make_digits
 from .distributed import init_from_env, shutdown
@@ -24,6 +25,7 @@ from .errors import ConfigError, DataError, exit_code
 from .metrics import format_report
 from .plots import plot_confusion
 from .runner import TrainingInterrupted
+from .tracking import CheckpointSaver
 
 log = logging.getLogger("easycls")
 BUILTIN_DIGITS = "data/digits"
@@ -36,8 +38,11 @@ def _parse(argv, prog: str, summary: str):
     return parser.parse_args(argv)
 
 
-def setup_logging(save_dir: str, log_name: str, main_process: bool = True) -> None:
-    """INFO to stdout and to ``save_dir/log_name`` on the main process; warnings only elsewhere."""
+def setup_logging(main_process: bool = True) -> None:
+    """INFO to stdout on the main process (warnings only elsewhere), held in memory for the log file too.
+
+    Nothing is written until :func:`start_log_file`: a run that fails on bad input leaves no folder behind.
+    """
     log.handlers.clear()
     log.setLevel(logging.INFO if main_process else logging.WARNING)
     log.propagate = False
@@ -45,10 +50,21 @@ def setup_logging(save_dir: str, log_name: str, main_process: bool = True) -> No
     console.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(console)
     if main_process:
-        os.makedirs(save_dir, exist_ok=True)
-        handler = logging.FileHandler(os.path.join(save_dir, log_name), mode="a", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
+        log.addHandler(logging.handlers.MemoryHandler(capacity=10 ** 6, flushLevel=logging.CRITICAL + 1))
+
+
+def start_log_file(save_dir: str, name: str) -> None:
+    """Create ``save_dir`` and log to ``save_dir/name`` from now on, starting with what was held in memory."""
+    held = [h for h in log.handlers if isinstance(h, logging.handlers.MemoryHandler)]
+    if not held:
+        return
+    os.makedirs(save_dir, exist_ok=True)
+    handler = logging.FileHandler(os.path.join(save_dir, name), mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    held[0].setTarget(handler)
+    held[0].flush()
+    log.removeHandler(held[0])
+    log.addHandler(handler)
 
 
 def _run(command, argv, prog: str, summary: str) -> int:
@@ -65,11 +81,16 @@ def _run(command, argv, prog: str, summary: str) -> int:
 
 
 # ----------------------------------------------------------------------------- train
+def is_builtin_digits(path: str) -> bool:
+    """True for data/digits itself or a folder inside it (not data/digits_v2)."""
+    parts = os.path.normpath(path).split(os.sep)
+    return parts[:2] == BUILTIN_DIGITS.split("/")
+
+
 def ensure_builtin_data(cfg: dict) -> None:
     """Write scikit-learn's digits under data/digits the first time the default config is trained."""
-    paths = (cfg["train_path"], cfg["val_path"], cfg["test_path"])
-    builtin = all(os.path.normpath(p).startswith(BUILTIN_DIGITS) for p in paths if p)
-    if builtin and not os.path.isdir(cfg["train_path"]):
+    paths = [cfg[k] for k in ("train_path", "val_path", "test_path") if cfg[k]]
+    if all(map(is_builtin_digits, paths)) and not os.path.isdir(cfg["train_path"]):
         make_digits(BUILTIN_DIGITS, seed=cfg["random_seed"])
         print(f"created the built-in digits dataset (scikit-learn, 1,797 images) in {BUILTIN_DIGITS}/")
 
@@ -78,7 +99,7 @@ def _resume_path(cfg: dict) -> str:
     if isinstance(cfg["resume"], str):
         path = cfg["resume"]
     else:
-        candidates = [os.path.join(cfg["save_dir"], n) for n in ("last.pth", "interrupted.pth")]
+        candidates = [files.out(cfg, n) for n in (files.LAST, files.INTERRUPTED)]
         candidates = [p for p in candidates if os.path.isfile(p)]
         if not candidates:
             raise ConfigError(f"resume=True but {cfg['save_dir']} has no last.pth or interrupted.pth")
@@ -89,32 +110,37 @@ def _resume_path(cfg: dict) -> str:
 
 
 def train(cfg: dict) -> int:
-    device_is_cuda = torch.cuda.is_available() and cfg["GPU_ID"].lower() != "cpu"
-    dist = init_from_env(device_is_cuda)
-    setup_logging(cfg["save_dir"], "train.log", dist.is_main)
+    build.preflight(cfg)
+    resume = _resume_path(cfg) if cfg["resume"] else None
+    dist = init_from_env(torch.cuda.is_available() and cfg["GPU_ID"].lower() != "cpu")
+    setup_logging(dist.is_main)
     if dist.is_main:
         ensure_builtin_data(cfg)
     if dist.enabled:
         torch.distributed.barrier()
     if cfg["audit"] and dist.is_main:
+        start_log_file(cfg["save_dir"], files.LOGS["train"])
         run_audit(_audit_splits(cfg), os.path.join(cfg["save_dir"], "audit"), max(1, cfg["num_workers"]))
     torch.manual_seed(cfg["random_seed"])
     train_loader, val_loader, classes = build.build_train_loaders(cfg, dist)
     model, meta = build.build_model(cfg, classes)
-    runner = build.ModelRunner(model, meta, cfg, build.select_device(cfg, dist), dist)
-    if cfg["resume"]:
-        runner.resume(_resume_path(cfg))
+    runner = build.build_runner(cfg, model, meta, dist)
+    if resume:
+        runner.resume(resume)
         if runner.finished:
+            done = runner.summary()
             log.info("this run already finished after epoch %d (best epoch %d, %s %.4f); nothing to do",
-                     len(runner.history), runner.stopper.best_epoch + 1, runner.monitor, runner.stopper.best)
+                     done["epochs_run"], done["best_epoch"], done["monitor"], done["best"])
             return 0
-    elif dist.is_main:
-        runner.saver.remove_stale()
     if dist.is_main:
+        start_log_file(cfg["save_dir"], files.LOGS["train"])
+        if not resume:
+            CheckpointSaver(cfg["save_dir"]).remove_stale()
         _save_config(cfg)
-    log.info("model %s on %s%s, %d epochs, effective batch size %d (%d per process x %d)", meta["model_name"],
+    log.info("model %s on %s%s, %d epochs, effective batch size %d (%d per process x %d%s)", meta.model_name,
              runner.device, f" x{dist.world} processes" if dist.enabled else "", cfg["epochs"],
-             cfg["batch_size"] * dist.world, cfg["batch_size"], dist.world)
+             cfg["batch_size"] * dist.world * cfg["accumulate_steps"], cfg["batch_size"], dist.world,
+             f" x {cfg['accumulate_steps']} accumulated" if cfg["accumulate_steps"] > 1 else "")
     summary = runner.train(train_loader, val_loader)
     if dist.is_main:
         _print_summary(summary)
@@ -137,7 +163,7 @@ def _audit_splits(cfg: dict) -> dict:
 def _save_config(cfg: dict) -> None:
     if cfg["cfg_verbose"]:
         log.info("config:\n%s", "\n".join(f"  {k} = {v!r}" for k, v in cfg.items()))
-    save_json(cfg, os.path.join(cfg["save_dir"], "config.json"))
+    save_json(plain(cfg), files.out(cfg, files.CONFIG_JSON))
 
 
 def _print_summary(summary: dict) -> None:
@@ -156,16 +182,17 @@ def train_main(argv=None) -> int:
 
 # ----------------------------------------------------------------------------- evaluate
 def evaluate(cfg: dict) -> int:
-    setup_logging(cfg["save_dir"], "evaluate.log")
-    runner = build.runner_for_inference(cfg)
+    setup_logging()
+    model = build.load_inference(cfg)
     path = cfg["eval_path"] or cfg["test_path"]
     try:
-        samples = scan_labelled(path, runner.meta["class_names"])
+        samples = scan_labelled(path, model.meta.class_names)
     except DataError as exc:
         raise DataError(f"{exc}. evaluate needs a labelled class-folder dataset: set eval_path") from None
-    result = runner.evaluate(build.inference_loader(samples, runner))
-    out = os.path.join(cfg["save_dir"], "eval")
-    write_eval_outputs(result["metrics"], runner.meta["class_names"], out, cfg["cm_normalize"])
+    start_log_file(cfg["save_dir"], files.LOGS["evaluate"])
+    result = model.evaluate(build.inference_loader(samples, model, cfg))
+    out = files.out(cfg, files.EVAL_DIR)
+    write_eval_outputs(result["metrics"], model.meta.class_names, out, cfg["cm_normalize"])
     print(f"evaluated {path}")
     print(format_report(result["metrics"]))
     print(f"wrote {out}/metrics.json, per_class.csv, confusion_matrix.csv and confusion_matrix.png")
@@ -195,11 +222,12 @@ def _csv_rows(rows) -> bytes:
 
 
 def predict(cfg: dict) -> int:
-    setup_logging(cfg["save_dir"], "predict.log")
-    runner = build.runner_for_inference(cfg)
+    setup_logging()
+    model = build.load_inference(cfg)
     samples, others = scan_unlabelled(cfg["test_path"])
-    out_path = os.path.join(cfg["save_dir"], "pre.csv")
-    written, failed = write_predictions(runner, samples, cfg, out_path)
+    start_log_file(cfg["save_dir"], files.LOGS["predict"])
+    out_path = files.out(cfg, files.PREDICTIONS)
+    written, failed = write_predictions(model, samples, cfg, out_path)
     print(f"wrote {written} rows to {out_path} ({failed} unreadable, {len(others)} non-image files skipped)")
     return 0
 
@@ -211,22 +239,22 @@ def image_ids(paths, root: str):
             for p in paths]
 
 
-def write_predictions(runner, samples, cfg: dict, out_path: str, progress: bool = True):
-    """Stream predictions for ``samples`` into ``out_path`` in file order; return (rows, unreadable)."""
-    classes = runner.meta["class_names"]
+def write_predictions(model, samples, cfg: dict, out_path: str, progress: bool = True):
+    """Stream ``model``'s predictions for ``samples`` into ``out_path`` in file order; return (rows, unreadable).
+
+    ``model`` is an :class:`~easycls.inference.InferenceModel`."""
+    classes = model.meta.class_names
     ids = image_ids(samples.paths, cfg["test_path"])
     header = ["image_id", "label", "class_name", "confidence", "status"]
     header += [f"prob_{c}" for c in classes] if cfg["save_probs"] else []
-    loader = build.inference_loader(samples, runner)
+    loader = build.inference_loader(samples, model, cfg)
     failed = 0
     with open(out_path, "wb", buffering=0) as handle:  # one write per batch: a kill leaves whole rows
         handle.write(_csv_rows([header]))
-        for index, probs, failures in tqdm(runner.predict(loader), total=len(loader), desc="predict",
+        for index, probs, failures in tqdm(model.predict(loader), total=len(loader), desc="predict",
                                            dynamic_ncols=True, disable=not progress):
             rows = [_prediction_row(ids[i], p, classes, cfg["save_probs"]) for i, p in zip(index, probs)]
             rows += [[ids[i], "", "", "", f"error: {reason}"] for i, reason in failures]
-            for i, reason in failures:
-                log.warning("could not read %s: %s", samples.paths[i], reason)
             failed += len(failures)
             order = np.argsort(np.concatenate([index, [i for i, _ in failures]]), kind="stable")
             handle.write(_csv_rows([rows[k] for k in order]))

@@ -6,10 +6,11 @@ happens, so a typo costs one clear line instead of a crashed run.
 """
 import ast
 import difflib
+import json
 import os
 import runpy
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 from .errors import ConfigError
 
@@ -68,6 +69,14 @@ def _spec(kind):
     return check
 
 
+def _hooks(v):
+    from .hooks import check_custom_hooks  # late import: hooks import this module
+    if not isinstance(v, (list, tuple)):
+        return False
+    check_custom_hooks(v)  # raises ConfigError naming the registered hooks
+    return True
+
+
 BOOL = "True or False"
 MONITORS = {"val_acc": "max", "val_f1": "max", "val_loss": "min"}
 
@@ -97,6 +106,8 @@ SCHEMA: Dict[str, Key] = {
     "cache": Key("auto", _choice("auto", "ram", "none"), "'auto', 'ram' or 'none'"),
     "cache_mb": Key(4096, _int_ge(1), "a positive number of megabytes"),
     "audit": Key(False, _is(bool), BOOL),
+    "label_type": Key("DIR", _choice("DIR", "CSV"), "'DIR' (one sub-folder per class) or 'CSV'"),
+    "label_path": Key("", _is(str), "'' or a CSV file of image_id,label (read when label_type is 'CSV')"),
     # model
     "pretrained": Key("", _is(str), "'' or a path to a .pth, .pt or .safetensors file"),
     "pretrained_key_map": Key({}, _is(dict), "a dict of {regex: replacement} applied to pretrained keys"),
@@ -115,12 +126,18 @@ SCHEMA: Dict[str, Key] = {
     "label_smooth": Key(0.0, _float_in(0, 1), "a float in [0, 1)"),
     "class_weight": Key(None, _floats_or_none, "None or a list of class_number floats"),
     "clip_gradient": Key(0, lambda v: _num(v) and v >= 0, "0 (off) or a max gradient norm > 0"),
+    "accumulate_steps": Key(1, _int_ge(1), "an integer >= 1 (batches per optimizer step)"),
+    "ema": Key(False, _is(bool), BOOL),
+    "ema_decay": Key(0.9998, lambda v: _num(v) and 0 < v < 1, "a float in (0, 1), such as 0.9998"),
     "early_stop_patient": Key(7, _int_ge(0), "0 (off) or a number of epochs"),
     "monitor": Key("val_acc", _choice(*MONITORS), "one of " + ", ".join(MONITORS)),
     "metrics": Key(["acc"], lambda v: _str_list(v) and set(v) <= {"acc", "F1"}, "a list from ['acc', 'F1']"),
     "amp": Key("auto", _choice("auto", "fp16", "bf16", "off"), "'auto', 'fp16', 'bf16' or 'off'"),
     "channels_last": Key(True, _is(bool), BOOL),
     "compile": Key(False, _is(bool), BOOL),
+    "custom_hooks": Key([], _hooks, "a list of registered hook names (easycls.list_hooks()), "
+                                    "dict(type=name, **kwargs) or Hook instances"),
+    "tensorboard": Key(False, _is(bool), BOOL + ' (needs pip install -e ".[tensorboard]")'),
     "resume": Key(False, lambda v: isinstance(v, (bool, str)), "False, True (save_dir/last.pth) or a path"),
     # outputs, evaluation and prediction
     "save_dir": Key("output/", _is(str), "a folder path"),
@@ -182,6 +199,12 @@ def _check_relations(cfg: dict) -> None:
     for key in ("mean", "std"):
         if cfg[key] is not None and len(cfg[key]) not in (1, cfg["channels"]):
             raise ConfigError(f"'{key}' has {len(cfg[key])} values; give 1 or channels={cfg['channels']}")
+    if cfg["label_type"] == "CSV":
+        raise ConfigError("label_type='CSV' (labels from label_path) is not built yet; use class folders "
+                          "(label_type='DIR')")
+    if cfg["tensorboard"]:
+        from .hooks import require_tensorboard
+        require_tensorboard()
     if cfg["class_names"] and len(cfg["class_names"]) != cfg["class_number"]:
         raise ConfigError(f"class_names lists {len(cfg['class_names'])} names but class_number is "
                           f"{cfg['class_number']}")
@@ -200,14 +223,33 @@ def parse_override(text: str):
     return key, value
 
 
-def read_config_file(path: str) -> dict:
-    """Run a config file (the user's own Python) and return its ``cfg`` dict."""
+def read_config_file(path: str, chain: Tuple[str, ...] = ()) -> dict:
+    """Run a config file (the user's own Python) and return its ``cfg`` merged over its ``_base_`` files.
+
+    ``_base_`` is a path relative to the file, or a list of them (later ones win); bases may have bases.
+    """
     if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
-    cfg = runpy.run_path(path).get("cfg")
+        where = f" (the _base_ of {chain[-1]})" if chain else ""
+        raise ConfigError(f"config file not found: {path}{where}")
+    if os.path.realpath(path) in map(os.path.realpath, chain):
+        raise ConfigError(f"config _base_ cycle: {' -> '.join(chain + (path,))}")
+    namespace = runpy.run_path(path)
+    bases = namespace.get("_base_", [])
+    bases = [bases] if isinstance(bases, str) else bases
+    if not (isinstance(bases, (list, tuple)) and all(isinstance(b, str) for b in bases)):
+        raise ConfigError(f"{path}: _base_ must be a file name or a list of file names, got {bases!r}")
+    cfg = namespace.get("cfg", {} if bases else None)
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path} must define cfg = dict(...)")
-    return cfg
+    merged = {}
+    for base in bases:
+        merged.update(read_config_file(os.path.join(os.path.dirname(path), base), chain + (path,)))
+    return {**merged, **cfg}
+
+
+def plain(cfg: dict) -> dict:
+    """``cfg`` as plain JSON values (a Hook instance becomes its class name), safe for checkpoints and JSON."""
+    return json.loads(json.dumps(cfg, default=lambda obj: type(obj).__name__))
 
 
 def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> dict:

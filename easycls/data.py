@@ -118,12 +118,30 @@ def decode_all(samples: Samples, channels: int, size, workers: int) -> Tuple[tor
     return out[ok], samples.subset(ok)
 
 
+def report_unreadable(path: str, reason: str) -> None:
+    """The one way a file left out is reported, whoever found it: ``skipped <path>: <reason>``."""
+    log.warning("skipped %s: %s", path, reason)
+
+
 def report_skipped(skipped: List[Tuple[str, str]]) -> None:
     """Name every skipped file with its reason, then give the count."""
     for path, reason in skipped:
-        log.warning("skipped %s: %s", path, reason)
+        report_unreadable(path, reason)
     if skipped:
         log.warning("skipped %d file(s) in all", len(skipped))
+
+
+class FailureLog:
+    """Reports each file of ``loader`` that failed to decode once, however many epochs meet it again."""
+
+    def __init__(self, loader):
+        self.loader, self.seen = loader, set()
+
+    def __call__(self, failures: List[Tuple[int, str]]) -> None:
+        for index, reason in failures:
+            if index not in self.seen:
+                self.seen.add(index)
+                report_unreadable(self.loader.dataset.samples.paths[index], reason)
 
 
 def epoch_order(n: int, shuffle: bool, seed: int, epoch: int, rank: int = 0, world: int = 1,

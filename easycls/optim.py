@@ -42,9 +42,11 @@ def _sgd(momentum):
 
 
 def is_timm_optimizer(name: str) -> bool:
-    """True when ``name`` is one of timm's own optimizer names (for example ``"adopt"`` or ``"madgrad"``)."""
-    base = name.lower().split("_")[-1]
-    return name.lower() in _timm_optimizers() or base in _timm_optimizers()
+    """True when ``name`` is one of timm's own optimizer names (``"adopt"``, ``"madgrad"``), or one of them after
+    timm's ``lookahead_`` prefix; matched exactly, never by suffix."""
+    name = name.lower()
+    base = name[len("lookahead_"):] if name.startswith("lookahead_") else name
+    return base in _timm_optimizers()
 
 
 def list_optimizers() -> List[str]:

@@ -6,6 +6,7 @@ from typing import Optional
 
 import torch
 
+from . import files
 from .checkpoints import save_checkpoint, save_safetensors
 from .errors import TrainingError
 
@@ -40,45 +41,44 @@ def all_finite(state_dict: dict) -> bool:
 
 
 class CheckpointSaver:
-    """Writes ``last.pth`` every epoch and ``best.pth`` (+ ``best.safetensors``) on improvement.
+    """Writes ``last.pth`` every epoch and ``best.pth`` (+ ``best.safetensors``) when told it improved.
 
     ``save_best_only=False`` also keeps ``epoch_NNN.pth`` for every epoch; ``save_one_only=False`` also keeps
-    ``best_eNNN_<metric>.pth`` for every improvement instead of only the latest best.
+    ``best_eNNN_<metric>.pth`` for every improvement instead of only the latest best. ``best.pth`` holds the
+    weights validation used (``eval_model`` when present, such as the EMA average), not the optimizer.
     """
 
-    def __init__(self, save_dir: str, mode: str, save_best_only: bool = True, save_one_only: bool = True):
+    def __init__(self, save_dir: str, save_best_only: bool = True, save_one_only: bool = True):
         self.save_dir = save_dir
-        self.tracker = EarlyStopper(mode, patience=0)
         self.save_best_only, self.save_one_only = save_best_only, save_one_only
 
     def path(self, name: str) -> str:
         return os.path.join(self.save_dir, name)
 
-    def save(self, state: dict, epoch: int, value: float) -> bool:
-        """Save this epoch's ``state``; return True when it became the new best."""
-        if not all_finite(state["model"]):
+    def save(self, state: dict, epoch: int, value: float, improved: bool) -> None:
+        """Save this epoch's training ``state``; also as the best when ``improved``."""
+        if not all(all_finite(state[k]) for k in ("model", "eval_model") if k in state):
             raise TrainingError(f"epoch {epoch + 1}: the weights are not finite (NaN or inf); not saving them. "
                                 f"Lower learning_rate or set clip_gradient.")
-        improved = self.tracker.update(value, epoch)
-        save_checkpoint(state, self.path("last.pth"))
-        if os.path.exists(self.path("interrupted.pth")):
-            os.remove(self.path("interrupted.pth"))  # superseded by the newer last.pth
+        save_checkpoint(state, self.path(files.LAST))
+        if os.path.exists(self.path(files.INTERRUPTED)):
+            os.remove(self.path(files.INTERRUPTED))  # superseded by the newer last.pth
         if not self.save_best_only:
-            save_checkpoint(state, self.path(f"epoch_{epoch + 1:03d}.pth"))
+            save_checkpoint(state, self.path(files.epoch_snapshot(epoch)))
         if improved:
             self._save_best(state, epoch, value)
-        return improved
 
     def _save_best(self, state: dict, epoch: int, value: float) -> None:
-        best = {k: state[k] for k in ("model", "meta", "config", "epoch", "history")}
-        save_checkpoint(best, self.path("best.pth"))
-        save_safetensors(state["model"], {**state["meta"], "epoch": epoch + 1, "metric": value},
-                         self.path("best.safetensors"))
+        best = {"model": state.get("eval_model", state["model"]),
+                **{k: state[k] for k in ("meta", "config", "epoch", "history")}}
+        save_checkpoint(best, self.path(files.BEST))
+        save_safetensors(best["model"], {**state["meta"], "epoch": epoch + 1, "metric": value},
+                         self.path(files.BEST_SAFETENSORS))
         if not self.save_one_only:
-            save_checkpoint(best, self.path(f"best_e{epoch + 1:03d}_{value:.4f}.pth"))
+            save_checkpoint(best, self.path(files.best_snapshot(epoch, value)))
 
     def remove_stale(self) -> None:
         """Delete epoch and best snapshots a previous run left in ``save_dir`` (a fresh run starts clean)."""
-        for pattern in ("epoch_*.pth", "best_e*.pth", "interrupted.pth"):
+        for pattern in ("epoch_*.pth", "best_e*.pth", files.INTERRUPTED):
             for path in glob.glob(self.path(pattern)):
                 os.remove(path)

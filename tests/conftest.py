@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -60,3 +61,17 @@ def run_script(script, *args, cwd=None, timeout=300):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=env)
+
+
+def resumable_cfg(data, out, epochs=8):
+    return tiny_cfg(data, out, epochs=epochs, augment="light", optimizer="AdamW", scheduler="cosine",
+                    dropout=0.1, early_stop_patient=0)
+
+
+def wait_for_rows(path, rows, proc, timeout=120):
+    start = time.time()
+    while time.time() - start < timeout and proc.poll() is None:
+        if os.path.exists(path) and len(open(path).read().strip().splitlines()) - 1 >= rows:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{path} never reached {rows} rows")

@@ -11,6 +11,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from conftest import cfg_overrides, make_tiny_data, run_script, tiny_cfg, write_config, write_images
 from easycls.cli import evaluate_main, predict_main, train_main
+from easycls.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +123,9 @@ def test_evaluate_rejects_unknown_class_folder(trained, tmp_path, capsys):
     ("lerning_rate=0.1", "unknown config key 'lerning_rate'; did you mean 'learning_rate'?"),
     ("epochs=-1", "bad value for 'epochs': -1; allowed: an integer >= 1"),
     ("scheduler=step-4-fast", "bad scheduler spec 'step-4-fast'"),
+    ("model_name=resnet5O", "unknown model_name 'resnet5O'; did you mean"),
+    ("pretrained='missing.pth'", "pretrained file not found: missing.pth"),
+    ("label_type='CSV'", "label_type='CSV' (labels from label_path) is not built yet"),
 ])
 def test_config_errors_are_one_line_and_write_nothing(tmp_path, override, message):
     result = run_script("train.py", f"save_dir={str(tmp_path / 'never')!r}", override, cwd=tmp_path)
@@ -129,6 +133,29 @@ def test_config_errors_are_one_line_and_write_nothing(tmp_path, override, messag
     assert result.stderr.strip().startswith("error: ") and message in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not os.path.exists(tmp_path / "never") and not os.path.exists(tmp_path / "data")
+
+
+def test_a_missing_pretrained_file_is_reported_before_the_data_is_scanned(tmp_path, capsys):
+    cfg = {"train_path": str(tmp_path / "no_such_data"), "pretrained": "gone.pth", "save_dir": str(tmp_path / "o")}
+    assert train_main(cfg_overrides(cfg)) == 2
+    assert "pretrained file not found: gone.pth" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "o")
+
+
+def test_several_gpu_ids_point_to_torchrun(monkeypatch):
+    from easycls import build
+    from easycls.config import defaults
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ConfigError, match=r"GPU_ID='0,1' names 2 GPUs.*torchrun --standalone --nproc_per_node=2"):
+        build.preflight({**defaults(), "GPU_ID": "0,1"})
+
+
+@pytest.mark.parametrize("path,builtin", [("data/digits/train", True), ("data/digits", True),
+                                          ("./data/digits/val", True), ("data/digits_v2/train", False),
+                                          ("data/digitsx", False), ("other/data/digits", False)])
+def test_only_the_builtin_digits_folder_counts_as_builtin(path, builtin):
+    from easycls.cli import is_builtin_digits
+    assert is_builtin_digits(path) == builtin
 
 
 def test_class_number_mismatch_names_both_numbers(tiny_data, tmp_path, capsys):
@@ -161,7 +188,7 @@ def test_pretrained_fine_tune_from_a_checkpoint_of_another_dataset(trained, tmp_
                    pretrained=os.path.join(cfg["save_dir"], "best.pth"))
     result = run_script("train.py", *cfg_overrides(new), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    line = next(l for l in result.stdout.splitlines() if l.startswith("pretrained:"))
+    line = next(x for x in result.stdout.splitlines() if x.startswith("pretrained:"))
     assert "skipped for shape 2" in line and "head 'fc': 2" in line and "unexpected 0" in line
 
 
@@ -169,13 +196,12 @@ def test_tta_averages_each_prediction_with_its_flip(trained, tiny_data, tmp_path
     from easycls import build
     from easycls.config import defaults, validate
     cfg = validate({**defaults(), **trained[0], "TTA": True})
-    runner = build.runner_for_inference(cfg)
+    model = build.load_inference(cfg)
     images = torch.randint(0, 255, (4, 1, 16, 16), dtype=torch.uint8)
-    x = runner.preprocess(images)
-    runner._compiled.eval()
+    x = model.preprocess(images)
     with torch.no_grad():
-        expected = (runner.module(x).softmax(1) + runner.module(x.flip(3)).softmax(1)) / 2
-    assert torch.allclose(runner._probs(images), expected, atol=1e-6)
+        expected = (model.model(x).softmax(1) + model.model(x.flip(3)).softmax(1)) / 2
+    assert torch.allclose(model.probs(images), expected, atol=1e-6)
     for tta in (False, True):
         out = tmp_path / f"tta{tta}"
         assert predict_main(cfg_overrides({**trained[0], "TTA": tta, "save_dir": str(out),

@@ -83,3 +83,45 @@ def test_every_key_is_read_by_the_code():
                      if p.name != "config.py")
     unread = [k for k in SCHEMA if f'"{k}"' not in source]
     assert unread == []
+
+
+# ----------------------------------------------------------------------------- _base_ inheritance
+def write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return str(path)
+
+
+def test_base_chains_and_lists_merge_with_later_winning(tmp_path):
+    write(tmp_path / "bases" / "root.py", "cfg = dict(epochs=3, batch_size=8, learning_rate=0.1)\n")
+    write(tmp_path / "bases" / "mid.py", "_base_ = 'root.py'\ncfg = dict(batch_size=16)\n")
+    write(tmp_path / "bases" / "other.py", "cfg = dict(batch_size=32, dropout=0.2)\n")
+    child = write(tmp_path / "child.py", "_base_ = ['bases/mid.py', 'bases/other.py']\ncfg = dict(dropout=0.1)\n")
+    cfg = load_config(child, ["learning_rate=0.5"])
+    assert (cfg["epochs"], cfg["batch_size"], cfg["dropout"], cfg["learning_rate"]) == (3, 32, 0.1, 0.5)
+
+
+def test_a_child_may_only_name_its_base(tmp_path):
+    write(tmp_path / "base.py", "cfg = dict(epochs=4)\n")
+    assert load_config(write(tmp_path / "child.py", "_base_ = 'base.py'\n"))["epochs"] == 4
+
+
+@pytest.mark.parametrize("files,message", [
+    ({"a.py": "_base_ = 'b.py'\ncfg = {}", "b.py": "_base_ = 'a.py'\ncfg = {}"}, "config _base_ cycle: "),
+    ({"a.py": "_base_ = 'gone.py'\ncfg = {}"}, "config file not found: "),
+    ({"a.py": "_base_ = 3\ncfg = {}"}, "_base_ must be a file name or a list"),
+    ({"a.py": "_base_ = 'b.py'\ncfg = {}", "b.py": "cfg = dict(lerning_rate=1)"}, "unknown config key 'lerning_rate'"),
+])
+def test_base_errors_are_one_line(tmp_path, files, message):
+    for name, text in files.items():
+        write(tmp_path / name, text + "\n")
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(str(tmp_path / "a.py"))
+    assert "\n" not in str(info.value)
+
+
+def test_shipped_configs_with_a_base_load():
+    import os
+    root = os.path.dirname(os.path.dirname(__file__))
+    cfg = load_config(os.path.join(root, "configs", "fashion_mnist_ema.py"))
+    assert cfg["ema"] is True and cfg["train_path"] == "data/fashion_mnist/train"

@@ -113,3 +113,10 @@ def test_names_match_exactly_not_by_substring():
     with pytest.raises(SpecError):
         create_optimizer("Adamish", tiny_model(), 0.1, 0.0)
     assert type(create_loss("ce")).__name__ == "CrossEntropyLoss"
+
+
+@pytest.mark.parametrize("name,known", [("adopt", True), ("lookahead_adamw", True), ("foo_adam", False),
+                                        ("xadam", False), ("lookahead_foo", False)])
+def test_timm_optimizer_names_match_exactly(name, known):
+    from easycls.optim import is_timm_optimizer
+    assert is_timm_optimizer(name) == known

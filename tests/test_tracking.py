@@ -48,15 +48,16 @@ def state(value=1.0):
                    "best_e003_0.7000.pth"}),
 ])
 def test_saver_honours_save_flags(tmp_path, best_only, one_only, expected):
-    saver = CheckpointSaver(str(tmp_path), "max", best_only, one_only)
+    saver = CheckpointSaver(str(tmp_path), best_only, one_only)
+    tracker = EarlyStopper("max", patience=0)
     for epoch, value in enumerate([0.5, 0.4, 0.7]):
-        saver.save(state(value), epoch, value)
+        saver.save(state(value), epoch, value, tracker.update(value, epoch))
     assert set(os.listdir(tmp_path)) == expected
     assert torch.load(tmp_path / "best.pth", weights_only=True)["model"]["w"][0] == 0.7
 
 
 def test_non_finite_weights_are_never_saved(tmp_path):
-    saver = CheckpointSaver(str(tmp_path), "max")
+    saver = CheckpointSaver(str(tmp_path))
     with pytest.raises(TrainingError, match="not finite"):
-        saver.save(state(float("nan")), 0, 0.5)
+        saver.save(state(float("nan")), 0, 0.5, True)
     assert os.listdir(tmp_path) == []
