@@ -4,12 +4,13 @@
     python -m easycls.bench --quick      # a few seconds: a smoke test for CI
     python -m easycls.bench --data data/fashion_mnist --cache none --json out.json
 
-Pure: the same train step (``ModelRunner._train_batch``: one optimizer step) and the same forward pass, replayed
+Pure: the same train step (``ModelRunner.stepper``: one optimizer step) and the same forward pass, replayed
 on one batch that was decoded and normalised once and stays on the device: synthetic in the sense that no loading
 is involved, with the value range of real inputs. End-to-end: ``ModelRunner.onTrainStep`` with the default hooks
 (the progress bar included) over a loader built from a folder of PNGs, and ``write_predictions`` (the code
 behind predict.py) over the same PNGs. Pure and end-to-end chunks alternate for a few rounds after a warm-up; each
-side's best round is its throughput (noise only slows a chunk down). A ratio below 0.9 means the pipeline, not the model, is the bottleneck.
+side's best round is its throughput (noise only slows a chunk down). A ratio below 0.9 means the pipeline, not the
+model, is the bottleneck.
 """
 import argparse
 import json
@@ -98,14 +99,14 @@ class Measure:
     def pure_train(self) -> float:
         self.runner.model.train()
         steps = len(self.train_loader)
-        return self.args.batch * steps / timed(lambda: self.runner._train_batch(self.x, self.y),
+        return self.args.batch * steps / timed(lambda: self.runner.stepper(self.runner._net, self.x, self.y),
                                                self.runner.device, steps)
 
     def pure_predict(self) -> float:
         runner = self.runner
 
         def infer():
-            with torch.inference_mode(), autocast(runner.device, runner.amp_dtype):
+            with torch.inference_mode(), autocast(runner.device, runner.stepper.amp_dtype):
                 runner.eval_model(self.x)
 
         runner.eval_model.eval()
@@ -148,7 +149,7 @@ def end_to_end(cfg: dict, args) -> dict:
         out[f"{kind}_ratio"] = out[f"e2e_{kind}_ips"] / out[f"pure_{kind}_ips"]
     out.update(setup_seconds=m.setup_seconds, train_images_per_epoch=len(m.train_loader) * args.batch,
                predict_images=len(m.samples.paths), rounds=args.rounds, device=str(m.runner.device),
-               amp=str(m.runner.amp_dtype), channels_last=m.runner.preprocess.channels_last,
+               amp=str(m.runner.stepper.amp_dtype), channels_last=m.runner.preprocess.channels_last,
                cache="ram" if type(m.train_loader).__name__ == "MemoryLoader" else "stream")
     return out
 

@@ -18,7 +18,8 @@ from .data import (BatchAugment, EpochSampler, FileDataset, MemoryLoader, Prefet
 from .device import check_gpu_id, select_device
 from .distributed import DistInfo
 from .errors import ConfigError, DataError
-from .hooks import Hook, default_hooks
+from .hooks import (CheckpointHook, EarlyStopHook, EMAHook, FreezeHook, Hook, LoggerHook, ParamSchedulerHook,
+                    TensorBoardHook, build_hook)
 from .inference import InferenceModel
 from .losses import create_loss
 from .models import ALIASES, create_model, load_pretrained, model_norm, resolve_name
@@ -124,6 +125,19 @@ def place_model(model: nn.Module, cfg: dict, device: torch.device, dist: DistInf
     return model.to(device, memory_format=torch.channels_last if cfg["channels_last"] else torch.preserve_format)
 
 
+def build_hooks(cfg: dict) -> List[Hook]:
+    """The built-in hooks a config asks for, followed by its ``custom_hooks``."""
+    hooks = [ParamSchedulerHook(), EarlyStopHook(cfg["monitor"], cfg["early_stop_patient"]), LoggerHook(),
+             CheckpointHook(cfg["monitor"], cfg["save_best_only"], cfg["save_one_only"])]
+    if cfg["freeze_nonlinear_epoch"]:
+        hooks.append(FreezeHook(cfg["freeze_nonlinear_epoch"]))
+    if cfg["ema"]:
+        hooks.append(EMAHook(cfg["ema_decay"]))
+    if cfg["tensorboard"]:
+        hooks.append(TensorBoardHook())
+    return hooks + [build_hook(item) for item in cfg["custom_hooks"]]
+
+
 def build_runner(cfg: dict, model: nn.Module, meta: ModelMeta, dist: Optional[DistInfo] = None,
                  device: Optional[torch.device] = None, loss_fn: Optional[nn.Module] = None,
                  hooks: Optional[Sequence[Hook]] = None) -> ModelRunner:
@@ -138,7 +152,7 @@ def build_runner(cfg: dict, model: nn.Module, meta: ModelMeta, dist: Optional[Di
     augment = None if cfg["augment"] == "none" else BatchAugment(cfg["augment"], cfg["hflip"])
     preprocess = Preprocessor(meta.mean, meta.std, meta.channels, device, cfg["channels_last"], augment)
     return ModelRunner(model, meta, cfg, device, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn.to(device),
-                       preprocess=preprocess, hooks=default_hooks(cfg) if hooks is None else hooks, dist=dist)
+                       preprocess=preprocess, hooks=build_hooks(cfg) if hooks is None else hooks, dist=dist)
 
 
 # ----------------------------------------------------------------------------- inference

@@ -24,7 +24,7 @@ from .distributed import init_from_env, shutdown
 from .errors import ConfigError, DataError, exit_code
 from .metrics import format_report
 from .plots import plot_confusion
-from .runner import TrainingInterrupted
+from .interrupts import TrainingInterrupted
 from .tracking import CheckpointSaver
 
 log = logging.getLogger("easycls")

@@ -15,7 +15,7 @@ Users add hooks with the config key ``custom_hooks``: a registered name, ``dict(
 """
 import logging
 import math
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import pandas as pd
 from tqdm import tqdm
@@ -30,6 +30,8 @@ from .tracking import CheckpointSaver, EarlyStopper
 
 log = logging.getLogger(__name__)
 HOOKS: Dict[str, type] = {}
+EVENTS = ("before_run", "before_train_epoch", "before_train_iter", "after_train_iter", "after_train_epoch",
+          "before_val_epoch", "after_val_epoch", "after_run")
 
 
 class Hook:
@@ -113,22 +115,40 @@ def build_hook(item) -> Hook:
         raise ConfigError(f"custom_hooks item {item!r}: {exc}") from None
 
 
-def sort_hooks(hooks) -> List[Hook]:
-    """Hooks by ascending priority; ``sorted`` is stable, so equal priorities keep their order."""
-    return sorted(hooks, key=lambda hook: hook.priority)
+class HookList:
+    """Hooks by ascending priority (``sorted`` is stable: equal priorities keep their order), called by event.
 
+    Only the events a hook overrides are called, so the no-op ones cost nothing per iteration.
+    """
 
-def default_hooks(cfg: dict) -> List[Hook]:
-    """The built-in hooks a config asks for, followed by its ``custom_hooks``."""
-    hooks = [ParamSchedulerHook(), EarlyStopHook(cfg["monitor"], cfg["early_stop_patient"]), LoggerHook(),
-             CheckpointHook(cfg["monitor"], cfg["save_best_only"], cfg["save_one_only"])]
-    if cfg["freeze_nonlinear_epoch"]:
-        hooks.append(FreezeHook(cfg["freeze_nonlinear_epoch"]))
-    if cfg["ema"]:
-        hooks.append(EMAHook(cfg["ema_decay"]))
-    if cfg["tensorboard"]:
-        hooks.append(TensorBoardHook())
-    return hooks + [build_hook(item) for item in cfg["custom_hooks"]]
+    def __init__(self, hooks: Sequence[Hook] = ()):
+        self.hooks = sorted(hooks, key=lambda hook: hook.priority)
+        self._bound = {event: [getattr(h, event) for h in self.hooks
+                               if getattr(type(h), event) is not getattr(Hook, event)] for event in EVENTS}
+
+    def __iter__(self):
+        return iter(self.hooks)
+
+    def call(self, event: str, runner, *args) -> None:
+        for method in self._bound[event]:
+            method(runner, *args)
+
+    def names(self) -> List[str]:
+        """A unique name per hook (its class name, with ``.1``, ``.2`` ... for repeats): the keys of its state."""
+        names = []
+        for hook in self.hooks:
+            base = type(hook).__name__
+            names.append(base if base not in names else f"{base}.{sum(n.split('.')[0] == base for n in names)}")
+        return names
+
+    def state_dict(self) -> dict:
+        return {name: hook.state_dict() for name, hook in zip(self.names(), self.hooks)}
+
+    def load_state_dict(self, saved: dict) -> None:
+        """Hand each hook its saved state; a hook the saved run did not have keeps its fresh state."""
+        for name, hook in zip(self.names(), self.hooks):
+            if name in saved:
+                hook.load_state_dict(saved[name])
 
 
 # ----------------------------------------------------------------------------- built-in hooks

@@ -6,10 +6,7 @@ hooks: LR schedule, early-stop tracking, your hooks, logging, then the checkpoin
 The parts (model, optimizer, scheduler, loss, preprocessing, hooks) are built by ``build.py`` and handed in.
 """
 import logging
-import signal
-import threading
 import time
-from contextlib import contextmanager, nullcontext
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -21,25 +18,16 @@ from . import files
 from .checkpoints import ModelMeta, load_checkpoint, save_checkpoint
 from .config import MONITORS, plain
 from .data import FailureLog, Preprocessor
-from .device import autocast, resolve_amp
+from .device import resolve_amp
 from .distributed import DistInfo, all_reduce_sum
-from .errors import CheckpointError, TrainingError
-from .hooks import Hook, sort_hooks
+from .errors import CheckpointError
+from .hooks import Hook, HookList
 from .inference import InferenceModel
+from .interrupts import CtrlC, TrainingInterrupted
+from .step import GradientStep
 
 log = logging.getLogger(__name__)
-MAX_BAD_STEPS = 3
 RESUME_MUST_MATCH = ("model_name", "class_names", "img_size", "channels")
-EVENTS = ("before_run", "before_train_epoch", "before_train_iter", "after_train_iter", "after_train_epoch",
-          "before_val_epoch", "after_val_epoch", "after_run")
-
-
-class TrainingInterrupted(Exception):
-    """Ctrl-C during training; ``path`` is the checkpoint that was saved so the run can resume."""
-
-    def __init__(self, path: str):
-        super().__init__(path)
-        self.path = path
 
 
 class ModelRunner:
@@ -48,7 +36,8 @@ class ModelRunner:
     Hooks read ``runner.cfg`` (the merged config), ``runner.epoch`` (0-based), ``runner.model`` (the network being
     trained), ``runner.eval_model`` (what validation and ``best.pth`` use: ``model`` unless EMA is on),
     ``runner.optimizer``, ``runner.scheduler``, ``runner.history`` (one metrics dict per epoch) and
-    ``runner.optimizer_steps``; a hook stops training by setting ``runner.stop_training = True``.
+    ``runner.optimizer_steps``; a hook stops training by setting ``runner.stop_training = True``. The arithmetic
+    of a batch (AMP, accumulation, clipping) is ``runner.stepper``, a :class:`~easycls.step.GradientStep`.
     """
 
     def __init__(self, model: nn.Module, meta: ModelMeta, cfg: dict, device: torch.device, *,
@@ -57,20 +46,19 @@ class ModelRunner:
         self.model = self.eval_model = model
         self.meta, self.cfg, self.device = meta, cfg, device
         self.optimizer, self.scheduler, self.loss_fn, self.preprocess = optimizer, scheduler, loss_fn, preprocess
-        self.hooks = sort_hooks(hooks)
+        self.hooks = HookList(hooks)
         self.dist = dist or DistInfo()
-        self.amp_dtype = resolve_amp(cfg["amp"], device)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
-        self.monitor, self.max_epochs, self.accumulate = cfg["monitor"], cfg["epochs"], cfg["accumulate_steps"]
-        self.epoch = self.start_epoch = self.optimizer_steps = self.train_batches = 0
+        self.stepper = GradientStep(optimizer, loss_fn, device, resolve_amp(cfg["amp"], device),
+                                    cfg["accumulate_steps"], cfg["clip_gradient"])
+        self.monitor, self.max_epochs = cfg["monitor"], cfg["epochs"]
+        self.epoch = self.start_epoch = self.train_batches = 0
         self.history: List[dict] = []
         self.stop_training, self.progress = False, True
-        self._sums, self._count, self._bad_steps, self._group_finite = None, 0, 0, True
+        self._sums, self._count = None, 0
         self._resumed: Optional[dict] = None
         self._failure_log: Optional[FailureLog] = None
-        self._interrupted = False
+        self._ctrl_c = CtrlC()
         self.wrap()
-        self._bind_hooks()
 
     # ----------------------------------------------------------------- set-up and events
     def wrap(self) -> None:
@@ -82,21 +70,7 @@ class ModelRunner:
 
     def call_hook(self, event: str, *args) -> None:
         """Call ``event`` on every hook that overrides it, in priority order."""
-        for method in self._bound[event]:
-            method(self, *args)
-
-    def _bind_hooks(self) -> None:
-        # Only overridden methods are kept, so a no-op event costs nothing per iteration.
-        self._bound = {event: [getattr(h, event) for h in self.hooks if getattr(type(h), event) is not
-                               getattr(Hook, event)] for event in EVENTS}
-
-    def hook_names(self) -> List[str]:
-        """A unique name per hook (its class name, with ``.1``, ``.2`` ... for repeats): the keys of its state."""
-        names = []
-        for hook in self.hooks:
-            base = type(hook).__name__
-            names.append(base if base not in names else f"{base}.{sum(n.split('.')[0] == base for n in names)}")
-        return names
+        self.hooks.call(event, self, *args)
 
     # ----------------------------------------------------------------- training
     def train(self, train_loader, val_loader) -> dict:
@@ -104,11 +78,10 @@ class ModelRunner:
         if self.finished:  # a resumed run that had already stopped
             return self.summary()
         self.train_batches = len(train_loader)
-        self._bind_hooks()
         self.call_hook("before_run")
         self._restore_hooks()
         try:
-            with self._ctrl_c_between_batches():
+            with self._ctrl_c:
                 for epoch in range(self.start_epoch, self.max_epochs):
                     self._train_epoch(epoch, train_loader, val_loader)
                     if self.earlyStop(epoch, self.history[-1]):
@@ -130,32 +103,6 @@ class ModelRunner:
         metrics["seconds"] = round(time.time() - started, 3)
         self.checkpoint(epoch, metrics)
 
-    @contextmanager
-    def _ctrl_c_between_batches(self):
-        """The first Ctrl-C stops training after the current batch, the second at once.
-
-        A KeyboardInterrupt raised wherever the signal lands can be lost (in a finalizer that runs during garbage
-        collection, or a C extension's import); a flag checked between batches cannot.
-        """
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            if self._interrupted:
-                raise KeyboardInterrupt
-            self._interrupted = True
-
-        previous = signal.signal(signal.SIGINT, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-    def _check_interrupt(self) -> None:
-        if self._interrupted:
-            raise KeyboardInterrupt
-
     def onTrainStep(self, loader, epoch: int) -> dict:
         """Train one epoch; return ``train_loss`` and ``train_acc`` averaged over every rank's images."""
         self._net.train()
@@ -170,11 +117,11 @@ class ModelRunner:
             self.call_hook("before_train_iter", step, batch)
             x = self.preprocess(batch.images, train=True)
             y = batch.labels.to(self.device, non_blocking=True)
-            outputs = self._train_batch(x, y, step, batches)
+            outputs = self.stepper(self._net, x, y, step, batches, epoch)
             self._sums += torch.stack([outputs["loss"].float() * len(y), (outputs["logits"].argmax(1) == y).sum()])
             self._count += len(y)
             self.call_hook("after_train_iter", step, batch, outputs)
-            self._check_interrupt()
+            self._ctrl_c.check()
         totals = torch.cat([self._sums, torch.tensor([float(self._count)], device=self.device)])
         loss_sum, correct, count = all_reduce_sum(totals, self.dist).tolist()
         return {"train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1)}
@@ -183,42 +130,6 @@ class ModelRunner:
         """This rank's mean loss and accuracy so far in the current epoch (synchronises the device)."""
         loss, acc = (self._sums / max(self._count, 1)).tolist()
         return loss, acc
-
-    def _train_batch(self, x: torch.Tensor, y: torch.Tensor, step: int = 0, batches: int = 1) -> dict:
-        """Forward and backward of one batch; the optimizer steps on the last batch of each group of
-        ``accumulate_steps`` batches (and on the epoch's last batch), with the loss divided by the group size."""
-        start = step - step % self.accumulate
-        group = min(self.accumulate, batches - start)
-        boundary = step + 1 >= start + group
-        # Under DDP gradients are all-reduced only on the stepping batch; the others accumulate locally.
-        with nullcontext() if boundary or not self.dist.enabled else self._net.no_sync():
-            with autocast(self.device, self.amp_dtype):
-                logits = self._net(x)
-                loss = self.loss_fn(logits, y)
-            self.scaler.scale(loss / group).backward()  # always backward, so DDP ranks stay in step
-        if self.amp_dtype is None and not torch.isfinite(loss):
-            self._group_finite = False
-        stepped = boundary and self._optimizer_step(step)
-        return {"loss": loss.detach(), "logits": logits.detach(), "labels": y, "stepped": stepped}
-
-    def _optimizer_step(self, step: int) -> bool:
-        """Unscale, clip, step, update, zero_grad; skips a group whose float32 loss was not finite."""
-        if not self._group_finite:
-            self.optimizer.zero_grad(set_to_none=True)
-            self._group_finite, self._bad_steps = True, self._bad_steps + 1
-            if self._bad_steps >= MAX_BAD_STEPS:
-                raise TrainingError(f"loss is not finite (NaN or inf) at epoch {self.epoch + 1}, step {step + 1}, "
-                                    f"{MAX_BAD_STEPS} steps in a row; lower learning_rate or set clip_gradient")
-            return False
-        self._bad_steps = 0
-        if self.cfg["clip_gradient"]:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["clip_gradient"])
-        self.scaler.step(self.optimizer)  # skipped by the scaler when fp16 gradients overflowed
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.optimizer_steps += 1
-        return True
 
     def onValidation(self, loader) -> dict:
         """Loss, accuracy (and macro F1 when ``metrics`` has 'F1') of ``eval_model`` over every rank's share."""
@@ -247,12 +158,16 @@ class ModelRunner:
         stopping, log the epoch, write ``results.csv`` and the curves, and save ``last.pth`` / ``best.pth``."""
         self.history.append(metrics)
         self.call_hook("after_val_epoch", metrics)
-        self._check_interrupt()
+        self._ctrl_c.check()
 
     def earlyStop(self, epoch: int, metrics: dict) -> bool:
         """True when a hook asked to stop: the early-stop hook does after ``early_stop_patient`` epochs in which
         the monitored metric did not improve."""
         return self.stop_training
+
+    @property
+    def optimizer_steps(self) -> int:
+        return self.stepper.steps
 
     @property
     def finished(self) -> bool:
@@ -266,10 +181,10 @@ class ModelRunner:
             rng["cuda"] = torch.cuda.get_rng_state_all()
         state = {"model": self.model.state_dict(), "meta": self.meta.to_dict(), "config": plain(self.cfg),
                  "epoch": self.epoch, "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "scaler": self.stepper.scaler.state_dict(),
                  "history": list(self.history), "optimizer_steps": self.optimizer_steps,
                  "stopped": self.stop_training, "rng": rng,
-                 "hooks": {name: hook.state_dict() for name, hook in zip(self.hook_names(), self.hooks)}}
+                 "hooks": self.hooks.state_dict()}
         if self.eval_model is not self.model:
             state["eval_model"] = self.eval_model.state_dict()
         return state
@@ -295,9 +210,9 @@ class ModelRunner:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.stepper.scaler.load_state_dict(state["scaler"])
         self.history, self.start_epoch = list(state["history"]), state["epoch"] + 1
-        self.optimizer_steps, self.stop_training = state["optimizer_steps"], state["stopped"]
+        self.stepper.steps, self.stop_training = state["optimizer_steps"], state["stopped"]
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
@@ -307,10 +222,7 @@ class ModelRunner:
     def _restore_hooks(self) -> None:
         if self._resumed is None:
             return
-        saved = self._resumed["hooks"]
-        for name, hook in zip(self.hook_names(), self.hooks):
-            if name in saved:
-                hook.load_state_dict(saved[name])
+        self.hooks.load_state_dict(self._resumed["hooks"])
         if "eval_model" in self._resumed and self.eval_model is not self.model:
             self.eval_model.load_state_dict(self._resumed["eval_model"])
         self._resumed = None
@@ -326,7 +238,7 @@ class ModelRunner:
     # ----------------------------------------------------------------- inference
     def inference(self, tta: Optional[bool] = None) -> InferenceModel:
         """``eval_model`` with this run's preprocessing and autocast, for evaluation and prediction."""
-        return InferenceModel(self.eval_model, self.meta, self.preprocess, self.amp_dtype,
+        return InferenceModel(self.eval_model, self.meta, self.preprocess, self.stepper.amp_dtype,
                               self.cfg["TTA"] if tta is None else tta)
 
     def predict(self, loader) -> Iterator[Tuple[np.ndarray, np.ndarray, list]]:

@@ -12,7 +12,7 @@ from easycls.config import defaults
 from easycls.data import Batch
 from easycls.errors import TrainingError
 from easycls.hooks import Hook
-from easycls.runner import EVENTS
+from easycls.hooks import EVENTS
 
 
 def full_cfg(data, out, **extra):
@@ -35,8 +35,9 @@ def test_events_come_in_order_once_per_epoch_and_once_per_batch(tiny_data, tmp_p
         pass
     for event in EVENTS:
         setattr(Rec, event, lambda self, runner, *args, _e=event: events.append((_e, runner.epoch)))
-    runner, train_loader, val_loader = make_runner(tiny_data, tmp_path, epochs=2, batch_size=16)
-    runner.hooks.append(Rec())
+    cfg = full_cfg(tiny_data, tmp_path / "o", epochs=2, batch_size=16)
+    runner, train_loader, val_loader = make_runner(tiny_data, tmp_path, epochs=2, batch_size=16,
+                                                   hooks=build.build_hooks(cfg) + [Rec()])
     runner.train(train_loader, val_loader)
     per_epoch = lambda e: ([("before_train_epoch", e)] + [("before_train_iter", e), ("after_train_iter", e)] * 3  # noqa
                            + [("after_train_epoch", e), ("before_val_epoch", e), ("after_val_epoch", e)])
@@ -148,9 +149,9 @@ def test_non_finite_loss_without_amp_stops_naming_epoch_and_step(tiny_data, tmp_
 def test_gradscaler_skips_steps_with_non_finite_loss(tiny_data, tmp_path):
     """The AMP path (fp16 + GradScaler): a NaN loss makes the scaler skip the step instead of stopping."""
     runner, train_loader, _ = make_runner(tiny_data, tmp_path, NanLoss(), batch_size=8)
-    runner.amp_dtype = torch.bfloat16  # CPU autocast; fp16 autocast is CUDA's
-    runner.scaler = torch.amp.GradScaler("cpu", enabled=True)
+    runner.stepper.amp_dtype = torch.bfloat16  # CPU autocast; fp16 autocast is CUDA's
+    runner.stepper.scaler = torch.amp.GradScaler("cpu", enabled=True)
     weights = {k: v.clone() for k, v in runner.model.named_parameters()}
     runner.onTrainStep(train_loader, 0)  # no error although every loss is NaN
     assert all(torch.equal(weights[k], v) for k, v in runner.model.named_parameters())
-    assert runner.scaler.get_scale() < 2.0 ** 16  # the scaler backed off at every skipped step
+    assert runner.stepper.scaler.get_scale() < 2.0 ** 16  # the scaler backed off at every skipped step
