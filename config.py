@@ -34,7 +34,8 @@ cfg = dict(
     audit=False,                 # check the dataset (counts, unreadable files, duplicates) before training
 
     # --- model
-    pretrained="",               # '' or a local .pth/.pt/.safetensors file (state_dict or checkpoint)
+    pretrained="",               # '' | True (hub weights of model_name) | 'hf-hub:org/name' | 'IMAGENET1K_V1' (tv:)
+                                 # | a local .pth/.pt/.safetensors file (state_dict or checkpoint)
     pretrained_key_map={},       # extra {regex: replacement} rules for pretrained key names
     dropout=0.0,                 # dropout before the classifier
     freeze_nonlinear_epoch=0,    # train only the classifier for this many epochs first
@@ -63,13 +64,15 @@ cfg = dict(
     compile=False,               # torch.compile the model
     custom_hooks=[],             # your hooks: registered names, dict(type='Name', ...) or Hook instances
     tensorboard=False,           # TensorBoard scalars in save_dir/tensorboard (pip install -e ".[tensorboard]")
+    lr_find=False,               # True: a learning-rate range test (lr_find.png, a suggestion) instead of training
     resume=False,                # True = continue from save_dir/last.pth; or a checkpoint path
 
     # --- outputs, evaluation, prediction
     save_dir="output/",
     save_best_only=True,         # False also keeps epoch_NNN.pth every epoch
     save_one_only=True,          # False also keeps best_eNNN_<metric>.pth for every improvement
-    model_path="",               # checkpoint for evaluate/predict; '' = save_dir/best.pth
+    model_path="",               # for evaluate/predict/export: '' = save_dir/best.pth; or .pth, .onnx, .pt
+    export_format="onnx",        # export.py: 'onnx' (pip install -e ".[onnx]"), 'torchscript' or 'all'
     test_batch_size=256,
     TTA=False,                   # average each prediction with its horizontal flip
     save_probs=False,            # add one probability column per class to pre.csv

@@ -1,10 +1,16 @@
-"""easycls: fine-tune image classifiers on folder-labelled datasets."""
-from .config import load_config
-from .hooks import Hook, list_hooks, register_hook
-from .inference import InferenceModel
-from .models import create_model, load_pretrained
-from .runner import ModelRunner
+"""easycls: fine-tune image classifiers on folder-labelled datasets.
 
-__all__ = ["Hook", "InferenceModel", "ModelRunner", "create_model", "list_hooks", "load_config", "load_pretrained",
-           "register_hook"]
+The names below are imported on first use, so that ``predict.py`` with an exported model never imports timm.
+"""
+import importlib
+
 __version__ = "0.1.0"
+_EXPORTS = {"Hook": "hooks", "list_hooks": "hooks", "register_hook": "hooks", "InferenceModel": "inference",
+            "ModelRunner": "runner", "create_model": "models", "load_pretrained": "models", "load_config": "config"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'easycls' has no attribute {name!r}")

@@ -84,7 +84,8 @@ class Measure:
         start = time.perf_counter()
         self.train_loader, _, classes = build.build_train_loaders(cfg, build.DistInfo())
         self.setup_seconds = time.perf_counter() - start
-        model, meta = build.build_model(cfg, classes)
+        model, meta = build.build_model(cfg)
+        meta.class_names = classes
         self.runner = build.build_runner(cfg, model, meta, device=select_device(cfg))
         self.cfg = cfg
         # The pure side replays one real batch, decoded and normalised once, so that it runs on the same kind

@@ -1,6 +1,6 @@
-"""Turn a validated config into the parts of a run, in one place: data loaders, model, optimizer, scheduler,
-loss, preprocessing and hooks handed to a :class:`ModelRunner` for training, or an :class:`InferenceModel`
-(none of the training parts) for evaluate and predict.
+"""Turn a validated config into the parts of a training run, in one place: data loaders, model, optimizer,
+scheduler, loss, preprocessing and hooks, handed to a :class:`ModelRunner`. (evaluate and predict load a model
+through :func:`easycls.inference.load_predictor`, which builds none of these.)
 """
 import logging
 import os
@@ -10,19 +10,18 @@ import torch
 import torch.nn as nn
 from sklearn.model_selection import StratifiedKFold
 
-from . import files
 from .checkpoints import ModelMeta
 from .config import MONITORS, image_size
-from .data import (BatchAugment, EpochSampler, FileDataset, MemoryLoader, PrefetchLoader, Preprocessor, Samples,
-                   StreamLoader, decode_all, scan_labelled)
+from .data import (BatchAugment, EpochSampler, FileDataset, MemoryLoader, Preprocessor, Samples, StreamLoader,
+                   decode_all, scan_labelled)
 from .device import check_gpu_id, select_device
 from .distributed import DistInfo
 from .errors import ConfigError, DataError
 from .hooks import (CheckpointHook, EarlyStopHook, EMAHook, FreezeHook, Hook, LoggerHook, ParamSchedulerHook,
                     TensorBoardHook, build_hook)
-from .inference import InferenceModel
 from .losses import create_loss
-from .models import ALIASES, create_model, load_pretrained, model_norm, resolve_name
+from .models import (TV_PREFIX, create_model, hub_weights, is_hub_pretrained, load_pretrained, model_norm,
+                     resolve_name)
 from .optim import create_optimizer
 from .runner import ModelRunner
 from .schedulers import create_scheduler
@@ -33,9 +32,14 @@ log = logging.getLogger(__name__)
 def preflight(cfg: dict) -> None:
     """Checks that need no data, made before anything is scanned or written: the model name, the pretrained
     file and GPU_ID."""
-    resolve_name(cfg["model_name"])
-    if cfg["pretrained"] and not os.path.isfile(cfg["pretrained"]):
-        raise ConfigError(f"pretrained file not found: {cfg['pretrained']}")
+    name = resolve_name(cfg["model_name"])
+    pretrained = cfg["pretrained"]
+    if isinstance(pretrained, str) and pretrained and not is_hub_pretrained(pretrained):
+        if not os.path.isfile(pretrained):
+            raise ConfigError(f"pretrained file not found: {pretrained}")
+    elif isinstance(pretrained, str) and pretrained.isupper() and not name.startswith(TV_PREFIX):
+        raise ConfigError(f"pretrained={pretrained!r} names torchvision weights, but {name} is a timm model; use "
+                          f"True, 'hf-hub:org/name' or a file")
     if torch.cuda.is_available() and cfg["GPU_ID"].lower() != "cpu":
         check_gpu_id(cfg["GPU_ID"])
     if cfg["label_type"] == "DIR" and cfg["label_path"]:
@@ -102,15 +106,20 @@ def build_train_loaders(cfg: dict, dist: DistInfo):
 
 
 # ----------------------------------------------------------------------------- training
-def build_model(cfg: dict, classes: List[str]) -> Tuple[nn.Module, ModelMeta]:
-    """A new model for ``classes`` (with pretrained weights when configured) and the metadata to save with it."""
-    name = resolve_name(cfg["model_name"])
-    model = create_model(name, len(classes), cfg["channels"], cfg["dropout"])
-    if cfg["pretrained"]:
-        load_pretrained(model, cfg["pretrained"], cfg["pretrained_key_map"])
-    mean, std = model_norm(model, cfg["channels"])
-    meta = ModelMeta(name, list(classes), list(image_size(cfg)), cfg["channels"], cfg["mean"] or mean,
-                     cfg["std"] or std)
+def build_model(cfg: dict) -> Tuple[nn.Module, ModelMeta]:
+    """A new model with ``class_number`` outputs, with pretrained weights when configured (a local file, or timm's
+    or torchvision's hub), and its metadata; ``meta.class_names`` is filled in once the data is scanned."""
+    name, weights, mean, std = resolve_name(cfg["model_name"]), cfg["pretrained"], None, None
+    if is_hub_pretrained(weights):
+        weights, hub_name, mean, std = hub_weights(name, weights)
+        if hub_name != name:
+            log.info("pretrained %s is a %s", cfg["pretrained"], hub_name)
+        name = hub_name
+    model = create_model(name, cfg["class_number"], cfg["channels"], cfg["dropout"])
+    if weights:
+        load_pretrained(model, weights, cfg["pretrained_key_map"])
+    mean, std = model_norm(model, cfg["channels"], mean, std)
+    meta = ModelMeta(name, [], list(image_size(cfg)), cfg["channels"], cfg["mean"] or mean, cfg["std"] or std)
     return model, meta
 
 
@@ -153,39 +162,3 @@ def build_runner(cfg: dict, model: nn.Module, meta: ModelMeta, dist: Optional[Di
     preprocess = Preprocessor(meta.mean, meta.std, meta.channels, device, cfg["channels_last"], augment)
     return ModelRunner(model, meta, cfg, device, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn.to(device),
                        preprocess=preprocess, hooks=build_hooks(cfg) if hooks is None else hooks, dist=dist)
-
-
-# ----------------------------------------------------------------------------- inference
-def report_conflicts(cfg: dict, meta: ModelMeta) -> None:
-    """Say which config values the checkpoint overrides (its own values always win)."""
-    pairs = {"model_name": (meta.model_name, ALIASES.get(cfg["model_name"], cfg["model_name"])),
-             "class_number": (len(meta.class_names), cfg["class_number"]),
-             "target_img_size": (meta.img_size, list(image_size(cfg))), "channels": (meta.channels, cfg["channels"])}
-    for key, (saved, value) in pairs.items():
-        if saved != value:
-            log.warning("config %s=%r differs from the checkpoint's %r; using the checkpoint's", key, value, saved)
-
-
-def checkpoint_path(cfg: dict) -> str:
-    path = cfg["model_path"] or files.out(cfg, files.BEST)
-    if not os.path.exists(path):
-        raise ConfigError(f"model_path {path} does not exist; train first or set model_path=<checkpoint>")
-    return path
-
-
-def load_inference(cfg: dict) -> InferenceModel:
-    """The checkpoint at ``model_path`` (default ``save_dir/best.pth``), ready to evaluate and predict."""
-    path = checkpoint_path(cfg)
-    model = InferenceModel.from_checkpoint(path, cfg)
-    meta = model.meta
-    report_conflicts(cfg, meta)
-    log.info("loaded %s: %s, %d classes, %s px, %d channel(s)", path, meta.model_name, len(meta.class_names),
-             "x".join(map(str, meta.img_size)), meta.channels)
-    return model
-
-
-def inference_loader(samples: Samples, model: InferenceModel, cfg: dict) -> PrefetchLoader:
-    """A streaming loader at the model's size and channels, in file order; it decodes ahead on a GPU only."""
-    dataset = FileDataset(samples, model.meta.channels, model.meta.img_size)
-    ahead = 4 if model.device.type == "cuda" else 0
-    return PrefetchLoader(dataset, cfg["test_batch_size"], cfg["num_workers"], ahead)

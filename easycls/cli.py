@@ -14,13 +14,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from . import build, files
+from . import files
 from .audit import run_audit
 from .checkpoints import save_json
 from .config import load_config, plain
 from .data import class_folders, scan_labelled, scan_unlabelled
-from .datasets import make_digits
 from .distributed import init_from_env, shutdown
+from .inference import InferenceModel, checkpoint_path, inference_loader, load_predictor
 from .errors import ConfigError, DataError, exit_code
 from .metrics import format_report
 from .plots import plot_confusion
@@ -91,6 +91,7 @@ def ensure_builtin_data(cfg: dict) -> None:
     """Write scikit-learn's digits under data/digits the first time the default config is trained."""
     paths = [cfg[k] for k in ("train_path", "val_path", "test_path") if cfg[k]]
     if all(map(is_builtin_digits, paths)) and not os.path.isdir(cfg["train_path"]):
+        from .datasets import make_digits  # scikit-learn's loaders: only for a first run
         make_digits(BUILTIN_DIGITS, seed=cfg["random_seed"])
         print(f"created the built-in digits dataset (scikit-learn, 1,797 images) in {BUILTIN_DIGITS}/")
 
@@ -110,10 +111,13 @@ def _resume_path(cfg: dict) -> str:
 
 
 def train(cfg: dict) -> int:
+    from . import build  # imports timm and the training parts, which evaluate and predict do without
     build.preflight(cfg)
     resume = _resume_path(cfg) if cfg["resume"] else None
     dist = init_from_env(torch.cuda.is_available() and cfg["GPU_ID"].lower() != "cpu")
     setup_logging(dist.is_main)
+    torch.manual_seed(cfg["random_seed"])
+    model, meta = build.build_model(cfg)  # before the data: a missing pretrained download fails at once
     if dist.is_main:
         ensure_builtin_data(cfg)
     if dist.enabled:
@@ -121,10 +125,10 @@ def train(cfg: dict) -> int:
     if cfg["audit"] and dist.is_main:
         start_log_file(cfg["save_dir"], files.LOGS["train"])
         run_audit(_audit_splits(cfg), os.path.join(cfg["save_dir"], "audit"), max(1, cfg["num_workers"]))
-    torch.manual_seed(cfg["random_seed"])
-    train_loader, val_loader, classes = build.build_train_loaders(cfg, dist)
-    model, meta = build.build_model(cfg, classes)
+    train_loader, val_loader, meta.class_names = build.build_train_loaders(cfg, dist)
     runner = build.build_runner(cfg, model, meta, dist)
+    if cfg["lr_find"]:
+        return _lr_find(runner, train_loader, cfg, dist)
     if resume:
         runner.resume(resume)
         if runner.finished:
@@ -144,6 +148,21 @@ def train(cfg: dict) -> int:
     summary = runner.train(train_loader, val_loader)
     if dist.is_main:
         _print_summary(summary)
+    return 0
+
+
+def _lr_find(runner, loader, cfg: dict, dist) -> int:
+    """lr_find=True: the range test instead of training; no checkpoint is written."""
+    from .lr_find import run_lr_find
+    if dist.enabled:
+        raise ConfigError("lr_find=True runs in one process; start it without torchrun")
+    start_log_file(cfg["save_dir"], files.LOGS["train"])
+    lr = run_lr_find(runner, loader, cfg)
+    if lr is None:
+        print("lr_find: the loss never fell; try a smaller batch_size or check the data")
+        return 0
+    print(f"suggested learning_rate: {lr:.1e} (trained nothing). To use it:\n"
+          f"    python train.py learning_rate={lr:.2g}    (or set learning_rate={lr:.2g} in your config)")
     return 0
 
 
@@ -183,14 +202,14 @@ def train_main(argv=None) -> int:
 # ----------------------------------------------------------------------------- evaluate
 def evaluate(cfg: dict) -> int:
     setup_logging()
-    model = build.load_inference(cfg)
+    model = load_predictor(cfg)
     path = cfg["eval_path"] or cfg["test_path"]
     try:
         samples = scan_labelled(path, model.meta.class_names)
     except DataError as exc:
         raise DataError(f"{exc}. evaluate needs a labelled class-folder dataset: set eval_path") from None
     start_log_file(cfg["save_dir"], files.LOGS["evaluate"])
-    result = model.evaluate(build.inference_loader(samples, model, cfg))
+    result = model.evaluate(inference_loader(samples, model, cfg))
     out = files.out(cfg, files.EVAL_DIR)
     write_eval_outputs(result["metrics"], model.meta.class_names, out, cfg["cm_normalize"])
     print(f"evaluated {path}")
@@ -223,7 +242,7 @@ def _csv_rows(rows) -> bytes:
 
 def predict(cfg: dict) -> int:
     setup_logging()
-    model = build.load_inference(cfg)
+    model = load_predictor(cfg)
     samples, others = scan_unlabelled(cfg["test_path"])
     start_log_file(cfg["save_dir"], files.LOGS["predict"])
     out_path = files.out(cfg, files.PREDICTIONS)
@@ -242,12 +261,12 @@ def image_ids(paths, root: str):
 def write_predictions(model, samples, cfg: dict, out_path: str, progress: bool = True):
     """Stream ``model``'s predictions for ``samples`` into ``out_path`` in file order; return (rows, unreadable).
 
-    ``model`` is an :class:`~easycls.inference.InferenceModel`."""
+    ``model`` is a :class:`~easycls.inference.Predictor` (a checkpoint, ONNX or TorchScript model)."""
     classes = model.meta.class_names
     ids = image_ids(samples.paths, cfg["test_path"])
     header = ["image_id", "label", "class_name", "confidence", "status"]
     header += [f"prob_{c}" for c in classes] if cfg["save_probs"] else []
-    loader = build.inference_loader(samples, model, cfg)
+    loader = inference_loader(samples, model, cfg)
     failed = 0
     with open(out_path, "wb", buffering=0) as handle:  # one write per batch: a kill leaves whole rows
         handle.write(_csv_rows([header]))
@@ -270,3 +289,21 @@ def _prediction_row(image_id: str, probs: np.ndarray, classes, save_probs: bool)
 def predict_main(argv=None) -> int:
     """``python predict.py``: write ``pre.csv`` with a label for every image under ``test_path``."""
     return _run(predict, argv, "predict.py", "Label every image under test_path; write save_dir/pre.csv.")
+
+
+# ----------------------------------------------------------------------------- export
+def export(cfg: dict) -> int:
+    from .export import export as export_model  # imports torch.onnx only when exporting
+    setup_logging()
+    path = checkpoint_path(cfg)
+    if not path.endswith((".pth", ".safetensors")):
+        raise ConfigError(f"export needs a checkpoint (.pth or .safetensors), got model_path={path}")
+    model = InferenceModel.from_checkpoint(path, {**cfg, "GPU_ID": "cpu", "amp": "off", "TTA": False})
+    start_log_file(cfg["save_dir"], files.LOGS["export"])
+    export_model(model, cfg)  # logs each file with its parity figure
+    return 0
+
+
+def export_main(argv=None) -> int:
+    """``python export.py``: write ONNX and/or TorchScript files that run without easycls."""
+    return _run(export, argv, "export.py", "Export a checkpoint to ONNX and/or TorchScript, with a parity check.")

@@ -12,7 +12,7 @@ import runpy
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Optional, Tuple
 
-from .errors import ConfigError
+from .errors import ConfigError, SpecError
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,11 @@ def _spec(kind):
     def check(v):
         from . import losses, optim, schedulers  # late import: the registries import this module's errors
         registry = {"loss": losses.LOSSES, "optimizer": optim.OPTIMIZERS, "scheduler": schedulers.SCHEDULERS}[kind]
-        if kind == "optimizer" and isinstance(v, str) and optim.is_timm_optimizer(v):
-            return True
-        registry.parse(v)  # raises SpecError with the valid names and an example
+        try:
+            registry.parse(v)  # raises SpecError with the valid names and an example
+        except SpecError:
+            if not (kind == "optimizer" and isinstance(v, str) and optim.is_timm_optimizer(v)):  # imports timm
+                raise
         return True
     return check
 
@@ -76,6 +78,18 @@ def _hooks(v):
     check_custom_hooks(v)  # raises ConfigError naming the registered hooks
     return True
 
+
+# The seed's short names -> timm names.
+MODEL_ALIASES = {
+    "mobilenetv3": "mobilenetv3_large_100",
+    "mobilenetv3_small": "mobilenetv3_small_100",
+    "mobilenetv2": "mobilenetv2_100",
+    "shufflenetv2": "tv:shufflenet_v2_x1_0",
+    "se_resnext50_32x4d": "seresnext50_32x4d",
+    "xception": "legacy_xception",
+    **{f"efficientnet-b{i}": f"efficientnet_b{i}" for i in range(8)},
+    **{f"adv-efficientnet-b{i}": f"tf_efficientnet_b{i}.ap_in1k" for i in range(9)},
+}
 
 BOOL = "True or False"
 MONITORS = {"val_acc": "max", "val_f1": "max", "val_loss": "min"}
@@ -109,7 +123,9 @@ SCHEMA: Dict[str, Key] = {
     "label_type": Key("DIR", _choice("DIR", "CSV"), "'DIR' (one sub-folder per class) or 'CSV'"),
     "label_path": Key("", _is(str), "'' or a CSV file of image_id,label (read when label_type is 'CSV')"),
     # model
-    "pretrained": Key("", _is(str), "'' or a path to a .pth, .pt or .safetensors file"),
+    "pretrained": Key("", lambda v: isinstance(v, (bool, str)),
+                      "'' (none), True (the model's hub weights), 'hf-hub:org/name', a torchvision weights name such "
+                      "as 'IMAGENET1K_V1' (tv: models) or a path to a .pth, .pt or .safetensors file"),
     "pretrained_key_map": Key({}, _is(dict), "a dict of {regex: replacement} applied to pretrained keys"),
     "dropout": Key(0.0, _float_in(0, 1), "a float in [0, 1)"),
     "freeze_nonlinear_epoch": Key(0, _int_ge(0), "an integer >= 0"),
@@ -138,12 +154,15 @@ SCHEMA: Dict[str, Key] = {
     "custom_hooks": Key([], _hooks, "a list of registered hook names (easycls.list_hooks()), "
                                     "dict(type=name, **kwargs) or Hook instances"),
     "tensorboard": Key(False, _is(bool), BOOL + ' (needs pip install -e ".[tensorboard]")'),
+    "lr_find": Key(False, _is(bool), BOOL + " (True: a learning-rate range test instead of training)"),
     "resume": Key(False, lambda v: isinstance(v, (bool, str)), "False, True (save_dir/last.pth) or a path"),
     # outputs, evaluation and prediction
     "save_dir": Key("output/", _is(str), "a folder path"),
     "save_best_only": Key(True, _is(bool), BOOL),
     "save_one_only": Key(True, _is(bool), BOOL),
-    "model_path": Key("", _is(str), "'' (save_dir/best.pth) or a checkpoint path"),
+    "model_path": Key("", _is(str), "'' (save_dir/best.pth), a checkpoint (.pth, .safetensors), or for evaluate "
+                                    "and predict an exported .onnx or TorchScript .pt"),
+    "export_format": Key("onnx", _choice("onnx", "torchscript", "all"), "'onnx', 'torchscript' or 'all'"),
     "test_batch_size": Key(256, _int_ge(1), "an integer >= 1"),
     "TTA": Key(False, _is(bool), BOOL),
     "save_probs": Key(False, _is(bool), BOOL),

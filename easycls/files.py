@@ -12,7 +12,10 @@ CONFIG_JSON = "config.json"
 TENSORBOARD_DIR = "tensorboard"
 EVAL_DIR = "eval"
 PREDICTIONS = "pre.csv"
-LOGS = {"train": "train.log", "evaluate": "evaluate.log", "predict": "predict.log"}
+EXPORTS = {"onnx": "model.onnx", "torchscript": "model.pt"}
+LR_FIND_CSV = "lr_find.csv"
+LR_FIND_PLOT = "lr_find.png"
+LOGS = {"train": "train.log", "evaluate": "evaluate.log", "predict": "predict.log", "export": "export.log"}
 TRAIN_OUTPUTS = (BEST, BEST_SAFETENSORS, LAST, RESULTS, LOSS_PLOT, ACC_PLOT)
 
 

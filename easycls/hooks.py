@@ -24,7 +24,6 @@ from . import files
 from .checkpoints import atomic_write
 from .config import MONITORS
 from .errors import ConfigError
-from .models import set_backbone_trainable
 from .plots import plot_curves
 from .tracking import CheckpointSaver, EarlyStopper
 
@@ -163,6 +162,7 @@ class FreezeHook(Hook):
         self.frozen = False
 
     def before_train_epoch(self, runner) -> None:
+        from .models import set_backbone_trainable  # imports timm, which predict does without
         frozen = runner.epoch < self.epochs
         if frozen != self.frozen:
             set_backbone_trainable(runner.model, not frozen)

@@ -1,9 +1,14 @@
-"""A trained model for evaluate and predict: no optimizer, scheduler, loss or hooks.
+"""Trained models for evaluate and predict: no optimizer, scheduler, loss or hooks.
 
-``InferenceModel.from_checkpoint`` rebuilds the network a checkpoint describes; the runner's validation,
-``ModelRunner.evaluate`` and ``ModelRunner.predict`` use the same class around their ``eval_model``.
+:class:`InferenceModel` wraps a network (rebuilt from a checkpoint, or the runner's ``eval_model``);
+:class:`OnnxModel` and :class:`TorchScriptModel` run files written by ``export.py`` and never import timm or build
+a network. All three share :class:`Predictor`'s ``predict`` and ``evaluate``.
 """
+import json
 import logging
+import os
+import warnings
+from abc import ABC, abstractmethod
 from typing import Iterator, Optional, Tuple
 
 import numpy as np
@@ -11,16 +16,63 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import files
 from .checkpoints import ModelMeta, load_checkpoint, split_checkpoint
-from .data import FailureLog, Preprocessor
+from .config import MODEL_ALIASES, image_size
+from .data import FailureLog, FileDataset, PrefetchLoader, Preprocessor, Samples
 from .device import autocast, resolve_amp, select_device
-from .errors import TrainingError
+from .errors import CheckpointError, ConfigError, TrainingError
 from .metrics import compute_metrics
 
 log = logging.getLogger(__name__)
+META_KEY = "easycls"  # where an exported file keeps its ModelMeta, as JSON
 
 
-class InferenceModel:
+class Predictor(ABC):
+    """``probs`` of uint8 ``(B, C, H, W)`` batches, and ``predict`` / ``evaluate`` over a loader built on it."""
+
+    meta: ModelMeta
+    device: torch.device
+    tta: bool = False
+
+    def probs(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities, averaged with the mirror image's when TTA is on."""
+        probs = self._probs(images)
+        if self.tta:
+            probs = (probs + self._probs(images.flip(3))) / 2
+        return probs
+
+    @abstractmethod
+    def _probs(self, images: torch.Tensor) -> torch.Tensor:
+        """Probabilities of one batch, without TTA."""
+
+    def predict(self, loader) -> Iterator[Tuple[np.ndarray, np.ndarray, list]]:
+        """Yield ``(indices, probabilities, failures)`` batch by batch; unreadable files are reported once."""
+        report = FailureLog(loader)
+        for batch in loader:
+            report(batch.failures)
+            probs = self.probs(batch.images).cpu().numpy() if len(batch.index) else np.zeros((0, 0))
+            yield batch.index.numpy(), probs, batch.failures
+
+    def evaluate(self, loader) -> dict:
+        """Metrics (scikit-learn) on a labelled loader, plus the per-image labels and probabilities."""
+        labels, probs, failures = [], [], []
+        report = FailureLog(loader)
+        for batch in loader:
+            report(batch.failures)
+            failures += batch.failures
+            if len(batch.index):
+                labels.append(batch.labels.numpy())
+                probs.append(self.probs(batch.images).cpu().numpy())
+        if not labels:
+            raise TrainingError("no readable images to evaluate")
+        y, p = np.concatenate(labels), np.concatenate(probs)
+        metrics = compute_metrics(y, p, self.meta.class_names)
+        metrics["unreadable"] = len(failures)
+        return {"metrics": metrics, "labels": y, "probs": p, "failures": failures}
+
+
+class InferenceModel(Predictor):
     """A network in eval mode with its preprocessing, autocast and optional flip TTA."""
 
     def __init__(self, model: nn.Module, meta: ModelMeta, preprocess: Preprocessor,
@@ -51,34 +103,91 @@ class InferenceModel:
         with autocast(self.device, self.amp_dtype):
             return self.model(x).float()
 
-    def probs(self, images: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities, averaged with the mirror image's when TTA is on."""
-        probs = F.softmax(self.logits(images), dim=1)
-        if self.tta:
-            probs = (probs + F.softmax(self.logits(images, flip=True), dim=1)) / 2
-        return probs
+    def _probs(self, images: torch.Tensor) -> torch.Tensor:
+        return F.softmax(self.logits(images), dim=1)
 
-    def predict(self, loader) -> Iterator[Tuple[np.ndarray, np.ndarray, list]]:
-        """Yield ``(indices, probabilities, failures)`` batch by batch; unreadable files are reported once."""
-        report = FailureLog(loader)
-        for batch in loader:
-            report(batch.failures)
-            probs = self.probs(batch.images).cpu().numpy() if len(batch.index) else np.zeros((0, 0))
-            yield batch.index.numpy(), probs, batch.failures
 
-    def evaluate(self, loader) -> dict:
-        """Metrics (scikit-learn) on a labelled loader, plus the per-image labels and probabilities."""
-        labels, probs, failures = [], [], []
-        report = FailureLog(loader)
-        for batch in loader:
-            report(batch.failures)
-            failures += batch.failures
-            if len(batch.index):
-                labels.append(batch.labels.numpy())
-                probs.append(self.probs(batch.images).cpu().numpy())
-        if not labels:
-            raise TrainingError("no readable images to evaluate")
-        y, p = np.concatenate(labels), np.concatenate(probs)
-        metrics = compute_metrics(y, p, self.meta.class_names)
-        metrics["unreadable"] = len(failures)
-        return {"metrics": metrics, "labels": y, "probs": p, "failures": failures}
+class OnnxModel(Predictor):
+    """A ``.onnx`` file from ``export.py`` run by onnxruntime (CUDA provider when available and not GPU_ID='cpu')."""
+
+    def __init__(self, path: str, cfg: dict):
+        ort = require_extra("onnxruntime", "onnx")
+        want_cuda = cfg["GPU_ID"].lower() != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers()
+        providers = (["CUDAExecutionProvider"] if want_cuda else []) + ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(path, providers=providers)
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.meta = _exported_meta(props.get(META_KEY), path)
+        self.input = self.session.get_inputs()[0].name
+        self.device, self.tta = torch.device("cuda" if want_cuda else "cpu"), cfg["TTA"]
+
+    def _probs(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.numpy().astype(np.float32) / 255.0
+        return torch.from_numpy(self.session.run(None, {self.input: x})[0])
+
+
+class TorchScriptModel(Predictor):
+    """A TorchScript ``.pt`` file from ``export.py``: the network with its normalisation, [0, 1] input."""
+
+    def __init__(self, path: str, cfg: dict):
+        extra = {META_KEY: ""}
+        self.device = select_device(cfg)
+        with warnings.catch_warnings():  # torch 2.9+ calls TorchScript deprecated; it is still what many deploy
+            warnings.simplefilter("ignore", FutureWarning)
+            self.module = torch.jit.load(path, map_location=self.device, _extra_files=extra).eval()
+        self.meta, self.tta = _exported_meta(extra[META_KEY], path), cfg["TTA"]
+
+    @torch.inference_mode()
+    def _probs(self, images: torch.Tensor) -> torch.Tensor:
+        return self.module(images.to(self.device).float() / 255.0).float()
+
+
+def _exported_meta(text, path: str) -> ModelMeta:
+    if not text:
+        raise CheckpointError(f"{path} was not written by easycls export.py (no '{META_KEY}' metadata)")
+    return ModelMeta.from_dict(json.loads(text), path)
+
+
+def require_extra(module: str, extra: str):
+    """Import an optional dependency, or fail in one line naming the extra that provides it."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f'{module} is not installed: pip install -e ".[{extra}]"') from None
+
+
+# ----------------------------------------------------------------------------- loading for the commands
+def checkpoint_path(cfg: dict) -> str:
+    path = cfg["model_path"] or files.out(cfg, files.BEST)
+    if not os.path.exists(path):
+        raise ConfigError(f"model_path {path} does not exist; train first or set model_path=<checkpoint>")
+    return path
+
+
+def report_conflicts(cfg: dict, meta: ModelMeta) -> None:
+    """Say which config values the model file overrides (its own values always win)."""
+    pairs = {"model_name": (meta.model_name, MODEL_ALIASES.get(cfg["model_name"], cfg["model_name"])),
+             "class_number": (len(meta.class_names), cfg["class_number"]),
+             "target_img_size": (meta.img_size, list(image_size(cfg))), "channels": (meta.channels, cfg["channels"])}
+    for key, (saved, value) in pairs.items():
+        if saved != value:
+            log.warning("config %s=%r differs from the model's %r; using the model's", key, value, saved)
+
+
+def load_predictor(cfg: dict) -> Predictor:
+    """The model at ``model_path`` (default ``save_dir/best.pth``): a checkpoint, ``.onnx`` or TorchScript ``.pt``."""
+    path = checkpoint_path(cfg)
+    kind = {".onnx": OnnxModel, ".pt": TorchScriptModel}.get(os.path.splitext(path)[1].lower())
+    model = kind(path, cfg) if kind else InferenceModel.from_checkpoint(path, cfg)
+    meta = model.meta
+    report_conflicts(cfg, meta)
+    log.info("loaded %s: %s, %d classes, %s px, %d channel(s)", path, meta.model_name, len(meta.class_names),
+             "x".join(map(str, meta.img_size)), meta.channels)
+    return model
+
+
+def inference_loader(samples: Samples, model: Predictor, cfg: dict) -> PrefetchLoader:
+    """A streaming loader at the model's size and channels, in file order; it decodes ahead on a GPU only."""
+    dataset = FileDataset(samples, model.meta.channels, model.meta.img_size)
+    ahead = 4 if model.device.type == "cuda" else 0
+    return PrefetchLoader(dataset, cfg["test_batch_size"], cfg["num_workers"], ahead)

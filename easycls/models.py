@@ -3,7 +3,7 @@ import difflib
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple, Union
 
 import timm
 import torch
@@ -13,28 +13,18 @@ import torchvision
 from timm.models import adapt_input_conv
 
 from .checkpoints import read_state_dict
+from .config import MODEL_ALIASES
 from .errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
-# The seed's short names -> timm names.
-ALIASES = {
-    "mobilenetv3": "mobilenetv3_large_100",
-    "mobilenetv3_small": "mobilenetv3_small_100",
-    "mobilenetv2": "mobilenetv2_100",
-    "shufflenetv2": "tv:shufflenet_v2_x1_0",
-    "se_resnext50_32x4d": "seresnext50_32x4d",
-    "xception": "legacy_xception",
-    **{f"efficientnet-b{i}": f"efficientnet_b{i}" for i in range(8)},
-    **{f"adv-efficientnet-b{i}": f"tf_efficientnet_b{i}.ap_in1k" for i in range(9)},
-}
 STRIP_PREFIXES = ("module.", "model.", "pretrain_", "_orig_mod.")
 TV_PREFIX = "tv:"
 
 
 def resolve_name(name: str) -> str:
     """Map an alias to its real name and check that timm or torchvision knows it."""
-    name = ALIASES.get(name, name)
+    name = MODEL_ALIASES.get(name, name)
     if name.startswith(TV_PREFIX):
         known = torchvision.models.list_models()
         base = name[len(TV_PREFIX):]
@@ -42,10 +32,10 @@ def resolve_name(name: str) -> str:
         known = timm.list_models()
         base = name.split(".")[0]
     if base not in known:
-        close = difflib.get_close_matches(base, known + list(ALIASES), n=3, cutoff=0.6)
+        close = difflib.get_close_matches(base, known + list(MODEL_ALIASES), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"unknown model_name '{name}'{hint} Use a timm name, an alias "
-                          f"({', '.join(sorted(ALIASES)[:6])}, ...) or 'tv:<torchvision name>'.")
+                          f"({', '.join(sorted(MODEL_ALIASES)[:6])}, ...) or 'tv:<torchvision name>'.")
     return name
 
 
@@ -86,11 +76,11 @@ def is_head_key(key: str, head: str) -> bool:
     return key == head or key.startswith(head + ".")
 
 
-def model_norm(model: nn.Module, channels: int):
-    """The model's pretrained mean and std, averaged to one value when ``channels`` is 1."""
+def model_norm(model: nn.Module, channels: int, mean=None, std=None):
+    """The pretrained mean and std (given, else the model's), averaged to one value when ``channels`` is 1."""
     cfg = getattr(model, "pretrained_cfg", {}) or {}
-    mean = list(cfg.get("mean", (0.485, 0.456, 0.406)))
-    std = list(cfg.get("std", (0.229, 0.224, 0.225)))
+    mean = list(mean or cfg.get("mean", (0.485, 0.456, 0.406)))
+    std = list(std or cfg.get("std", (0.229, 0.224, 0.225)))
     if channels == 1:
         return [sum(mean) / len(mean)], [sum(std) / len(std)]
     return mean, std
@@ -150,14 +140,16 @@ def _fit(key: str, value: torch.Tensor, want: torch.Tensor, report: LoadReport) 
     return None
 
 
-def load_pretrained(model: nn.Module, path: str, rules: Optional[Dict[str, str]] = None,
-                    min_backbone: float = 0.5) -> LoadReport:
-    """Load the matching keys of ``path`` into ``model`` and return what was loaded, skipped and missing.
+def load_pretrained(model: nn.Module, source: Union[str, Dict[str, torch.Tensor]],
+                    rules: Optional[Dict[str, str]] = None, min_backbone: float = 0.5) -> LoadReport:
+    """Load the matching keys of ``source`` (a file path or a state_dict) into ``model``; return what was loaded,
+    skipped and missing.
 
     Raises :class:`CheckpointError` when less than ``min_backbone`` of the backbone loads: that is almost
     always the wrong file.
     """
-    source = read_state_dict(path)
+    path = source if isinstance(source, str) else "the pretrained weights"
+    source = read_state_dict(source) if isinstance(source, str) else source
     target = model.state_dict()
     report = LoadReport(head=classifier_prefix(model))
     keep = {}
@@ -183,3 +175,47 @@ def load_pretrained(model: nn.Module, path: str, rules: Optional[Dict[str, str]]
     model.load_state_dict(keep, strict=False)
     log.info(report.summary())
     return report
+
+
+# ----------------------------------------------------------------------------- hub weights
+HF_HUB_PREFIX = "hf-hub:"
+
+
+def is_hub_pretrained(pretrained) -> bool:
+    """True when ``pretrained`` asks for downloadable weights rather than a local file."""
+    return pretrained is True or (isinstance(pretrained, str) and (
+        pretrained.startswith(HF_HUB_PREFIX) or re.fullmatch(r"[A-Z][A-Z0-9_]*", pretrained) is not None))
+
+
+def hub_weights(name: str, pretrained) -> Tuple[Dict[str, torch.Tensor], str, List[float], List[float]]:
+    """Pretrained weights from timm's hub loading (``True``, or ``'hf-hub:org/name'``) or torchvision's weights API
+    (``True`` = DEFAULT, or a weights enum name) for a ``tv:`` model.
+
+    Returns the state_dict, the architecture's name (from the hub for ``hf-hub:``), and the mean and std the
+    weights were trained with. Offline with nothing cached, the error names the model and the two ways out.
+    """
+    wanted = pretrained if isinstance(pretrained, str) else name
+    try:
+        if name.startswith(TV_PREFIX):
+            return _torchvision_weights(name, pretrained)
+        source = timm.create_model(wanted, pretrained=True)  # honours HF_HOME, HF_HUB_OFFLINE and the cache
+    except (OSError, RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"cannot get the pretrained weights of {wanted} ({str(exc).splitlines()[0][:120]}); either set "
+            f"pretrained to a local .pth/.safetensors file, or fill the cache once online (HF_HOME for timm, "
+            f"TORCH_HOME for torchvision)") from None
+    cfg = source.pretrained_cfg
+    arch = cfg.get("architecture", name) if wanted.startswith(HF_HUB_PREFIX) else name
+    return source.state_dict(), arch, list(cfg["mean"]), list(cfg["std"])
+
+
+def _torchvision_weights(name: str, pretrained):
+    base = name[len(TV_PREFIX):]
+    enum = torchvision.models.get_model_weights(base)
+    choice = "DEFAULT" if pretrained is True else pretrained
+    if choice not in enum.__members__:
+        raise ConfigError(f"{name} has no weights {choice!r}; choose from {', '.join(enum.__members__)} or True")
+    weights = enum[choice]
+    state = torch.hub.load_state_dict_from_url(weights.url, map_location="cpu", weights_only=True)
+    transform = weights.transforms()
+    return state, name, list(transform.mean), list(transform.std)

@@ -6,8 +6,6 @@ also puts biases and normalisation weights in a group without weight decay.
 from typing import List
 
 import torch
-from timm.optim import create_optimizer_v2
-from timm.optim import list_optimizers as _timm_optimizers
 
 from .specs import Arg, Registry
 
@@ -44,9 +42,10 @@ def _sgd(momentum):
 def is_timm_optimizer(name: str) -> bool:
     """True when ``name`` is one of timm's own optimizer names (``"adopt"``, ``"madgrad"``), or one of them after
     timm's ``lookahead_`` prefix; matched exactly, never by suffix."""
+    from timm.optim import list_optimizers  # late import: validating a config must not import timm
     name = name.lower()
     base = name[len("lookahead_"):] if name.startswith("lookahead_") else name
-    return base in _timm_optimizers()
+    return base in list_optimizers()
 
 
 def list_optimizers() -> List[str]:
@@ -61,6 +60,7 @@ def create_optimizer(spec: str, model: torch.nn.Module, lr: float, weight_decay:
     else:
         entry, args = OPTIMIZERS.parse(spec)
         timm_name, kwargs = entry.builder(*args)
+    from timm.optim import create_optimizer_v2
     trainable = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(True)  # timm leaves out frozen parameters; we want them in the groups

@@ -58,3 +58,22 @@ def plot_confusion(matrix: Sequence[Sequence[int]], class_names: List[str], path
     ax.set_title("confusion matrix" + (" (row-normalised)" if normalize else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def plot_lr_find(frame, path: str, suggestion=None) -> None:
+    """The range test's loss (raw and smoothed) against a log learning-rate axis, with the suggestion marked."""
+    fig = _figure((6, 4))
+    ax = fig.subplots()
+    ax.plot(frame["lr"], frame["loss"], alpha=0.3, label="loss")
+    ax.plot(frame["lr"], frame["smoothed_loss"], label="smoothed loss")
+    if suggestion is not None:
+        ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested {suggestion:.1e}")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    top = frame["smoothed_loss"].iloc[: max(1, len(frame) // 5)].max()
+    ax.set_ylim(bottom=0, top=float(top) * 1.5 if np.isfinite(top) else None)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

@@ -109,7 +109,7 @@ def test_checkpoint_alone_defines_the_model(trained, tiny_data, tmp_path, capsys
     second = json.load(open(os.path.join(cfg["save_dir"], "eval", "metrics.json")))
     assert first == second
     out = capsys.readouterr().out
-    assert "target_img_size=[64, 64] differs from the checkpoint's [16, 16]" in out
+    assert "target_img_size=[64, 64] differs from the model's [16, 16]" in out
 
 
 def test_evaluate_rejects_unknown_class_folder(trained, tmp_path, capsys):
@@ -193,10 +193,10 @@ def test_pretrained_fine_tune_from_a_checkpoint_of_another_dataset(trained, tmp_
 
 
 def test_tta_averages_each_prediction_with_its_flip(trained, tiny_data, tmp_path):
-    from easycls import build
     from easycls.config import defaults, validate
+    from easycls.inference import load_predictor
     cfg = validate({**defaults(), **trained[0], "TTA": True})
-    model = build.load_inference(cfg)
+    model = load_predictor(cfg)
     images = torch.randint(0, 255, (4, 1, 16, 16), dtype=torch.uint8)
     x = model.preprocess(images)
     with torch.no_grad():

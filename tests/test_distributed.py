@@ -30,7 +30,7 @@ def runs(tmp_path_factory):
     cfg = tiny_cfg(data, root / "single", epochs=4, save_best_only=False, augment="light")
     single = run_script("train.py", *cfg_overrides(cfg))
     assert single.returncode == 0, single.stderr
-    ddp_cfg = {**cfg, "save_dir": str(root / "ddp"), "batch_size": 8, "sync_bn": True}
+    ddp_cfg = {**cfg, "save_dir": str(root / "ddp"), "batch_size": 4, "accumulate_steps": 2, "sync_bn": True}
     ddp = torchrun(os.path.join(ROOT, "train.py"), *cfg_overrides(ddp_cfg))
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     return cfg, ddp_cfg, single, ddp, data
@@ -39,7 +39,8 @@ def runs(tmp_path_factory):
 def test_two_processes_train_with_one_set_of_outputs(runs):
     cfg, ddp_cfg, single, ddp, _ = runs
     out = ddp_cfg["save_dir"]
-    assert "x2 processes" in ddp.stdout and "effective batch size 16 (8 per process x 2)" in ddp.stdout
+    assert "x2 processes" in ddp.stdout
+    assert "effective batch size 16 (4 per process x 2 x 2 accumulated)" in ddp.stdout  # no_sync on odd batches
     assert ddp.stdout.count("sync_bn=True needs CUDA") == 1  # reported once, by rank 0, and training goes on
     assert ddp.stdout.count("best epoch") == 1  # rank 0 alone reports and writes
     results = pd.read_csv(os.path.join(out, "results.csv"))
@@ -69,18 +70,14 @@ def test_resume_under_torchrun(runs):
 
 def test_a_crashing_rank_fails_the_job_instead_of_hanging(runs, tmp_path):
     _, ddp_cfg, _, _, _ = runs
-    script = tmp_path / "crash_train.py"
-    script.write_text(
-        "import sys\n"
-        "from easycls import runner\n"
-        "original = runner.ModelRunner.onValidation\n"
-        "def crash(self, loader):\n"
-        "    if self.dist.rank == 1:\n"
-        "        raise RuntimeError('rank 1 crashed on purpose')\n"
-        "    return original(self, loader)\n"
-        "runner.ModelRunner.onValidation = crash\n"
-        "from easycls.cli import train_main\n"
-        "sys.exit(train_main())\n")
-    result = torchrun(str(script), *cfg_overrides({**ddp_cfg, "save_dir": str(tmp_path / "o")}), timeout=180)
+    config = tmp_path / "crash.py"
+    config.write_text(
+        "from easycls import Hook\n\n\n"
+        "class CrashOnRank1(Hook):\n"
+        "    def before_val_epoch(self, runner):\n"
+        "        if runner.dist.rank == 1:\n"
+        "            raise RuntimeError('rank 1 crashed on purpose')\n\n\n"
+        f"cfg = {{**{ddp_cfg!r}, 'save_dir': {str(tmp_path / 'o')!r}, 'custom_hooks': [CrashOnRank1()]}}\n")
+    result = torchrun(os.path.join(ROOT, "train.py"), "--config", str(config), timeout=180)
     assert result.returncode != 0
     assert "rank 1 crashed on purpose" in result.stderr

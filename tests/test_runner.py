@@ -22,7 +22,8 @@ def full_cfg(data, out, **extra):
 def make_runner(tiny_data, tmp_path, loss_fn=None, hooks=None, **extra):
     cfg = full_cfg(tiny_data, tmp_path / "o", **extra)
     train_loader, val_loader, classes = build.build_train_loaders(cfg, build.DistInfo())
-    model, meta = build.build_model(cfg, classes)
+    model, meta = build.build_model(cfg)
+    meta.class_names = classes
     runner = build.build_runner(cfg, model, meta, device=torch.device("cpu"), loss_fn=loss_fn, hooks=hooks)
     return runner, train_loader, val_loader
 

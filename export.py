@@ -1,0 +1,7 @@
+"""`python export.py [--config FILE] [key=value ...]`: ONNX and/or TorchScript files with a parity check; see README.md."""
+import sys
+
+from easycls.cli import export_main
+
+if __name__ == "__main__":
+    sys.exit(export_main())
