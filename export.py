@@ -1,4 +1,4 @@
-"""`python export.py [--config FILE] [key=value ...]`: ONNX and/or TorchScript files with a parity check; see README.md."""
+"""`python export.py [--config FILE] [key=value ...]`: ONNX and/or TorchScript files; see README.md."""
 import sys
 
 from easycls.cli import export_main
