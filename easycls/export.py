@@ -63,7 +63,7 @@ def export_torchscript(model: InferenceModel, path: str) -> str:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated in torch 2.9+, still deployed
         traced = torch.jit.trace(net, _example(model))
-    torch.jit.save(traced, path, _extra_files={META_KEY: json.dumps(model.meta.to_dict())})
+        torch.jit.save(traced, path, _extra_files={META_KEY: json.dumps(model.meta.to_dict())})
     return path
 
 
