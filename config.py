@@ -75,6 +75,8 @@ cfg = dict(
     export_format="onnx",        # export.py: 'onnx' (pip install -e ".[onnx]"), 'torchscript' or 'all'
     test_batch_size=256,
     TTA=False,                   # average each prediction with its horizontal flip
+    calibrate=True,              # fit a temperature on val after each epoch; evaluate/predict/export apply it
+    reject_threshold=0.0,        # 0 = off; else pre.csv marks rows with a lower top probability 'rejected'
     save_probs=False,            # add one probability column per class to pre.csv
     cm_normalize=False,          # row-normalise the confusion-matrix picture
 )

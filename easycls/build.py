@@ -17,7 +17,7 @@ from .data import (BatchAugment, EpochSampler, FileDataset, MemoryLoader, Prepro
 from .device import check_gpu_id, select_device
 from .distributed import DistInfo
 from .errors import ConfigError, DataError
-from .hooks import (CheckpointHook, EarlyStopHook, EMAHook, FreezeHook, Hook, LoggerHook, ParamSchedulerHook,
+from .hooks import (CalibrationHook, CheckpointHook, EarlyStopHook, EMAHook, FreezeHook, Hook, LoggerHook, ParamSchedulerHook,
                     TensorBoardHook, build_hook)
 from .losses import create_loss
 from .models import (TV_PREFIX, create_model, hub_weights, is_hub_pretrained, load_pretrained, model_norm,
@@ -144,6 +144,8 @@ def build_hooks(cfg: dict) -> List[Hook]:
         hooks.append(EMAHook(cfg["ema_decay"]))
     if cfg["tensorboard"]:
         hooks.append(TensorBoardHook())
+    if cfg["calibrate"]:
+        hooks.append(CalibrationHook())
     return hooks + [build_hook(item) for item in cfg["custom_hooks"]]
 
 

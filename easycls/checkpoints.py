@@ -5,7 +5,7 @@ import os
 import pickle
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Dict, List, Tuple
 
 import torch
@@ -27,6 +27,7 @@ class ModelMeta:
     channels: int
     mean: List[float]
     std: List[float]
+    temperature: float = 1.0  # fitted on the validation set after each epoch when calibrate=True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -34,11 +35,11 @@ class ModelMeta:
     @classmethod
     def from_dict(cls, meta: dict, path: str) -> "ModelMeta":
         """The metadata saved in the checkpoint at ``path``; a missing field means it is no easycls checkpoint."""
-        missing = [f.name for f in fields(cls) if f.name not in meta]
+        missing = [f.name for f in fields(cls) if f.name not in meta and f.default is MISSING]
         if missing:
             raise CheckpointError(f"{path} is not an easycls checkpoint (no {', '.join(missing)} metadata); "
                                   f"use it as 'pretrained' instead")
-        return cls(**{f.name: meta[f.name] for f in fields(cls)})
+        return cls(**{f.name: meta[f.name] for f in fields(cls) if f.name in meta})
 
 
 def _fsync_dir(folder: str) -> None:

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from . import files
 from .audit import run_audit
+from .calibration import calibration_report
 from .checkpoints import save_json
 from .config import load_config, plain
 from .data import class_folders, scan_labelled, scan_unlabelled
@@ -23,7 +24,7 @@ from .distributed import init_from_env, shutdown
 from .inference import InferenceModel, checkpoint_path, inference_loader, load_predictor
 from .errors import ConfigError, DataError, exit_code
 from .metrics import format_report
-from .plots import plot_confusion
+from .plots import plot_confusion, plot_reliability
 from .interrupts import TrainingInterrupted
 from .tracking import CheckpointSaver
 
@@ -210,11 +211,14 @@ def evaluate(cfg: dict) -> int:
         raise DataError(f"{exc}. evaluate needs a labelled class-folder dataset: set eval_path") from None
     start_log_file(cfg["save_dir"], files.LOGS["evaluate"])
     result = model.evaluate(inference_loader(samples, model, cfg))
+    metrics = {**result["metrics"], **calibration_report(result["probs"], result["labels"], model.temperature,
+                                                         cfg["reject_threshold"])}
     out = files.out(cfg, files.EVAL_DIR)
-    write_eval_outputs(result["metrics"], model.meta.class_names, out, cfg["cm_normalize"])
+    write_eval_outputs(metrics, model.meta.class_names, out, cfg["cm_normalize"])
+    plot_reliability(result["probs"], result["labels"], model.temperature, os.path.join(out, "reliability.png"))
     print(f"evaluated {path}")
-    print(format_report(result["metrics"]))
-    print(f"wrote {out}/metrics.json, per_class.csv, confusion_matrix.csv and confusion_matrix.png")
+    print(format_report(metrics))
+    print(f"wrote {out}/metrics.json, per_class.csv, confusion_matrix.csv, confusion_matrix.png and reliability.png")
     return 0
 
 
@@ -272,7 +276,7 @@ def write_predictions(model, samples, cfg: dict, out_path: str, progress: bool =
         handle.write(_csv_rows([header]))
         for index, probs, failures in tqdm(model.predict(loader), total=len(loader), desc="predict",
                                            dynamic_ncols=True, disable=not progress):
-            rows = [_prediction_row(ids[i], p, classes, cfg["save_probs"]) for i, p in zip(index, probs)]
+            rows = [_prediction_row(ids[i], p, classes, cfg) for i, p in zip(index, probs)]
             rows += [[ids[i], "", "", "", f"error: {reason}"] for i, reason in failures]
             failed += len(failures)
             order = np.argsort(np.concatenate([index, [i for i, _ in failures]]), kind="stable")
@@ -280,10 +284,11 @@ def write_predictions(model, samples, cfg: dict, out_path: str, progress: bool =
     return len(ids), failed
 
 
-def _prediction_row(image_id: str, probs: np.ndarray, classes, save_probs: bool) -> list:
+def _prediction_row(image_id: str, probs: np.ndarray, classes, cfg: dict) -> list:
     label = int(probs.argmax())
-    row = [image_id, label, classes[label], f"{probs[label]:.6f}", "ok"]
-    return row + [f"{p:.6f}" for p in probs] if save_probs else row
+    status = "rejected" if probs[label] < cfg["reject_threshold"] else "ok"
+    row = [image_id, label, classes[label], f"{probs[label]:.6f}", status]
+    return row + [f"{p:.6f}" for p in probs] if cfg["save_probs"] else row
 
 
 def predict_main(argv=None) -> int:

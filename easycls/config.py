@@ -165,6 +165,9 @@ SCHEMA: Dict[str, Key] = {
     "export_format": Key("onnx", _choice("onnx", "torchscript", "all"), "'onnx', 'torchscript' or 'all'"),
     "test_batch_size": Key(256, _int_ge(1), "an integer >= 1"),
     "TTA": Key(False, _is(bool), BOOL),
+    "calibrate": Key(True, _is(bool), BOOL + " (fit a temperature on val; evaluate and predict apply it)"),
+    "reject_threshold": Key(0.0, _float_in(0, 1), "0 (off) or a float in (0, 1): a lower top probability is "
+                                                  "marked 'rejected'"),
     "save_probs": Key(False, _is(bool), BOOL),
     "cm_normalize": Key(False, _is(bool), BOOL),
 }

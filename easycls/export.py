@@ -27,43 +27,54 @@ PARITY_IMAGES = 64
 class Deployable(nn.Module):
     """``model`` behind its normalisation and a softmax: [0, 1] images in, probabilities out."""
 
-    def __init__(self, model: nn.Module, mean: List[float], std: List[float], channels: int):
+    def __init__(self, model: nn.Module, mean: List[float], std: List[float], channels: int,
+                 temperature: float = 1.0):
         super().__init__()
-        self.model = model
+        self.model, self.temperature = model, temperature
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).expand(channels).reshape(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).expand(channels).reshape(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model((x - self.mean) / self.std), dim=1)
+        return torch.softmax(self.model((x - self.mean) / self.std) / self.temperature, dim=1)
 
 
 def _example(model: InferenceModel, batch: int = 2) -> torch.Tensor:
     return torch.rand(batch, model.meta.channels, *model.meta.img_size)
 
 
+def _deployable(model: InferenceModel) -> Deployable:
+    meta = model.meta
+    return Deployable(model.model, meta.mean, meta.std, meta.channels, model.temperature).eval()
+
+
+def _metadata(model: InferenceModel) -> str:
+    """The ModelMeta as JSON, with the temperature the graph applies (1.0 when calibrate=False)."""
+    return json.dumps({**model.meta.to_dict(), "temperature": model.temperature})
+
+
 def export_onnx(model: InferenceModel, path: str) -> str:
     """Write ``path`` (.onnx, dynamic batch) with the metadata; needs the ``onnx`` extra."""
     onnx = require_extra("onnx", "onnx")
     require_extra("onnxscript", "onnx")
-    net = Deployable(model.model, model.meta.mean, model.meta.std, model.meta.channels).eval()
+    net = _deployable(model)
     batch = torch.export.Dim("batch", min=1)
     program = torch.onnx.export(net, (_example(model),), input_names=["images"], output_names=["probs"],
                                 dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False)
     program.save(path)
     proto = onnx.load(path)
     entry = proto.metadata_props.add()
-    entry.key, entry.value = META_KEY, json.dumps(model.meta.to_dict())
+    entry.key, entry.value = META_KEY, _metadata(model)
     onnx.save(proto, path)
     return path
 
 
 def export_torchscript(model: InferenceModel, path: str) -> str:
     """Write ``path`` (TorchScript, traced; the batch size stays free for convolutional networks)."""
-    net = Deployable(model.model, model.meta.mean, model.meta.std, model.meta.channels).eval()
+    net = _deployable(model)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated in torch 2.9+, still deployed
         traced = torch.jit.trace(net, _example(model))
-        torch.jit.save(traced, path, _extra_files={META_KEY: json.dumps(model.meta.to_dict())})
+        torch.jit.save(traced, path, _extra_files={META_KEY: _metadata(model)})
     return path
 
 
@@ -106,7 +117,7 @@ def export(model: InferenceModel, cfg: dict) -> Dict[str, float]:
     for name in formats:
         write, load = EXPORTERS[name]
         path = write(model, files.out(cfg, files.EXPORTS[name]))
-        diff = parity(model, load(path, {**cfg, "GPU_ID": "cpu", "TTA": False}), images)
+        diff = parity(model, load(path, {**cfg, "GPU_ID": "cpu", "TTA": False, "calibrate": True}), images)
         results[path] = diff
         log.info("wrote %s; parity on %d images from %s: max |p_exported - p_checkpoint| = %.2e", path,
                  len(images), source, diff)

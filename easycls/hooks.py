@@ -18,9 +18,11 @@ import math
 from typing import Dict, List, Optional, Sequence
 
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from . import files
+from .calibration import fit_temperature
 from .checkpoints import atomic_write
 from .config import MONITORS
 from .errors import ConfigError
@@ -308,6 +310,23 @@ def require_tensorboard() -> None:
     except ImportError:
         raise ConfigError('tensorboard=True needs the tensorboard package: pip install -e ".[tensorboard]"') \
             from None
+
+
+@register_hook
+class CalibrationHook(Hook):
+    """Temperature scaling: after each validation, fits a temperature on its logits and stores it in the model's
+    metadata, so ``best.pth`` carries the one fitted for its own weights; evaluate and predict apply it."""
+
+    priority = 70
+
+    def after_val_epoch(self, runner, metrics) -> None:
+        if runner.val_outputs:
+            logits, labels = (torch.cat(parts) for parts in zip(*runner.val_outputs))
+            runner.meta.temperature = fit_temperature(logits, labels)
+
+    def after_run(self, runner) -> None:
+        log.info("calibration: temperature %.3f fitted on the last epoch's validation set (best.pth has the one of "
+                 "its epoch)", runner.meta.temperature)
 
 
 @register_hook

@@ -34,6 +34,7 @@ class Predictor(ABC):
     meta: ModelMeta
     device: torch.device
     tta: bool = False
+    temperature: float = 1.0  # the one applied to the probabilities (calibration)
 
     def probs(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities, averaged with the mirror image's when TTA is on."""
@@ -76,9 +77,9 @@ class InferenceModel(Predictor):
     """A network in eval mode with its preprocessing, autocast and optional flip TTA."""
 
     def __init__(self, model: nn.Module, meta: ModelMeta, preprocess: Preprocessor,
-                 amp_dtype: Optional[torch.dtype] = None, tta: bool = False):
+                 amp_dtype: Optional[torch.dtype] = None, tta: bool = False, temperature: float = 1.0):
         self.model, self.meta, self.preprocess = model.eval(), meta, preprocess
-        self.amp_dtype, self.tta = amp_dtype, tta
+        self.amp_dtype, self.tta, self.temperature = amp_dtype, tta, temperature
         self.device = preprocess.device
 
     @classmethod
@@ -92,7 +93,8 @@ class InferenceModel(Predictor):
         device = select_device(cfg)
         model = model.to(device, memory_format=torch.channels_last if cfg["channels_last"] else torch.preserve_format)
         preprocess = Preprocessor(meta.mean, meta.std, meta.channels, device, cfg["channels_last"])
-        return cls(model, meta, preprocess, resolve_amp(cfg["amp"], device), cfg["TTA"])
+        temperature = meta.temperature if cfg["calibrate"] else 1.0
+        return cls(model, meta, preprocess, resolve_amp(cfg["amp"], device), cfg["TTA"], temperature)
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor, flip: bool = False) -> torch.Tensor:
@@ -104,7 +106,7 @@ class InferenceModel(Predictor):
             return self.model(x).float()
 
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
-        return F.softmax(self.logits(images), dim=1)
+        return F.softmax(self.logits(images) / self.temperature, dim=1)
 
 
 class OnnxModel(Predictor):
@@ -119,6 +121,7 @@ class OnnxModel(Predictor):
         self.meta = _exported_meta(props.get(META_KEY), path)
         self.input = self.session.get_inputs()[0].name
         self.device, self.tta = torch.device("cuda" if want_cuda else "cpu"), cfg["TTA"]
+        self.temperature = _baked_temperature(self.meta, cfg, path)
 
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
         x = images.numpy().astype(np.float32) / 255.0
@@ -135,6 +138,7 @@ class TorchScriptModel(Predictor):
             warnings.simplefilter("ignore", FutureWarning)
             self.module = torch.jit.load(path, map_location=self.device, _extra_files=extra).eval()
         self.meta, self.tta = _exported_meta(extra[META_KEY], path), cfg["TTA"]
+        self.temperature = _baked_temperature(self.meta, cfg, path)
 
     @torch.inference_mode()
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
@@ -145,6 +149,13 @@ def _exported_meta(text, path: str) -> ModelMeta:
     if not text:
         raise CheckpointError(f"{path} was not written by easycls export.py (no '{META_KEY}' metadata)")
     return ModelMeta.from_dict(json.loads(text), path)
+
+
+def _baked_temperature(meta: ModelMeta, cfg: dict, path: str) -> float:
+    if not cfg["calibrate"] and meta.temperature != 1.0:
+        log.warning("%s has the calibration temperature %.3f in its graph; calibrate=False cannot remove it",
+                    path, meta.temperature)
+    return meta.temperature
 
 
 def require_extra(module: str, extra: str):

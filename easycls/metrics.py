@@ -32,6 +32,14 @@ def format_report(metrics: dict) -> str:
     for average in ("macro", "weighted"):
         m = metrics[average]
         lines.append(f"{average:>8}: precision {m['precision']:.4f}  recall {m['recall']:.4f}  f1 {m['f1']:.4f}")
+    if "ece" in metrics:
+        lines.append(f"calibration: temperature {metrics['temperature']:.3f}, expected calibration error "
+                     f"{metrics['ece_uncalibrated']:.4f} -> {metrics['ece']:.4f}")
+    if "reject" in metrics:
+        r = metrics["reject"]
+        accuracy = "n/a" if r["accuracy_accepted"] is None else f"{r['accuracy_accepted']:.4f}"
+        lines.append(f"reject below {r['threshold']:g}: coverage {r['coverage']:.4f} ({r['accepted']} images), "
+                     f"accuracy on those {accuracy}")
     width = max(5, *(len(row["class"]) for row in metrics["per_class"]))
     lines.append(f"{'class':<{width}}  precision  recall      f1  support")
     for row in metrics["per_class"]:

@@ -77,3 +77,26 @@ def plot_lr_find(frame, path: str, suggestion=None) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def plot_reliability(probs: np.ndarray, labels: np.ndarray, temperature: float, path: str) -> None:
+    """Reliability diagram: accuracy against confidence per bin, with and without the calibration temperature."""
+    from .calibration import reliability, soften
+    fig = _figure((5, 5))
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
+    curves = [("calibrated (T=%.2f)" % temperature, probs)]
+    if temperature != 1.0:
+        curves.insert(0, ("uncalibrated", soften(probs, 1.0 / temperature)))
+    for name, p in curves:
+        table = reliability(p, labels)
+        used = table["count"] > 0
+        ax.plot(table["confidence"][used], table["accuracy"][used], marker="o", label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top-1 probability)")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

@@ -1,8 +1,5 @@
-"""ModelRunner: sequences the training events; everything around the step itself is a hook (``hooks.py``).
-
-``train`` calls, for every epoch and in this order: ``onTrainStep`` (one epoch, the ``*_train_iter`` events
-around each batch) -> ``onValidation`` -> ``checkpoint`` (records the epoch and runs the ``after_val_epoch``
-hooks: LR schedule, early-stop tracking, your hooks, logging, then the checkpoint files) -> ``earlyStop``.
+"""ModelRunner: sequences the training events; all but the step itself is a hook (``hooks.py``). Per epoch:
+``onTrainStep`` -> ``onValidation`` -> ``checkpoint`` (runs the ``after_val_epoch`` hooks) -> ``earlyStop``.
 The parts (model, optimizer, scheduler, loss, preprocessing, hooks) are built by ``build.py`` and handed in.
 """
 import logging
@@ -54,7 +51,7 @@ class ModelRunner:
         self.epoch = self.start_epoch = self.train_batches = 0
         self.history: List[dict] = []
         self.stop_training, self.progress = False, True
-        self._sums, self._count = None, 0
+        self._sums, self._count, self.val_outputs = None, 0, []
         self._resumed: Optional[dict] = None
         self._failure_log: Optional[FailureLog] = None
         self._ctrl_c = CtrlC()
@@ -136,7 +133,7 @@ class ModelRunner:
         n = len(self.meta.class_names)
         confusion = torch.zeros(n * n, device=self.device)
         loss_sum = torch.zeros(1, device=self.device)
-        model = self.inference(tta=False)
+        model, self.val_outputs = self.inference(tta=False), []  # (logits, labels) per batch: for calibration
         for batch in loader:
             if batch.labels.numel() == 0:
                 continue
@@ -144,6 +141,7 @@ class ModelRunner:
             y = batch.labels.to(self.device)
             loss_sum += self.loss_fn(logits, y).float() * len(y)
             confusion += torch.bincount(y * n + logits.argmax(1), minlength=n * n)
+            self.val_outputs.append((logits, y))
         all_reduce_sum(confusion, self.dist)
         all_reduce_sum(loss_sum, self.dist)
         cm = confusion.reshape(n, n).double()
@@ -239,7 +237,8 @@ class ModelRunner:
     def inference(self, tta: Optional[bool] = None) -> InferenceModel:
         """``eval_model`` with this run's preprocessing and autocast, for evaluation and prediction."""
         return InferenceModel(self.eval_model, self.meta, self.preprocess, self.stepper.amp_dtype,
-                              self.cfg["TTA"] if tta is None else tta)
+                              self.cfg["TTA"] if tta is None else tta,
+                              self.meta.temperature if self.cfg["calibrate"] else 1.0)
 
     def predict(self, loader) -> Iterator[Tuple[np.ndarray, np.ndarray, list]]:
         """Yield ``(indices, probabilities, failures)`` batch by batch (TTA when the config asks for it)."""

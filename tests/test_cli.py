@@ -200,7 +200,8 @@ def test_tta_averages_each_prediction_with_its_flip(trained, tiny_data, tmp_path
     images = torch.randint(0, 255, (4, 1, 16, 16), dtype=torch.uint8)
     x = model.preprocess(images)
     with torch.no_grad():
-        expected = (model.model(x).softmax(1) + model.model(x.flip(3)).softmax(1)) / 2
+        t = model.temperature  # the calibration temperature saved in best.pth
+        expected = ((model.model(x) / t).softmax(1) + (model.model(x.flip(3)) / t).softmax(1)) / 2
     assert torch.allclose(model.probs(images), expected, atol=1e-6)
     for tta in (False, True):
         out = tmp_path / f"tta{tta}"
