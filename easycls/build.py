@@ -17,8 +17,8 @@ from .data import (BatchAugment, EpochSampler, FileDataset, MemoryLoader, Prepro
 from .device import check_gpu_id, select_device
 from .distributed import DistInfo
 from .errors import ConfigError, DataError
-from .hooks import (CalibrationHook, CheckpointHook, EarlyStopHook, EMAHook, FreezeHook, Hook, LoggerHook, ParamSchedulerHook,
-                    TensorBoardHook, build_hook)
+from .hooks import (CalibrationHook, CheckpointHook, EarlyStopHook, EMAHook, FreezeHook, Hook, LoggerHook,
+                    ParamSchedulerHook, TensorBoardHook, build_hook)
 from .losses import create_loss
 from .models import (TV_PREFIX, create_model, hub_weights, is_hub_pretrained, load_pretrained, model_norm,
                      resolve_name)

@@ -300,6 +300,8 @@ def predict_main(argv=None) -> int:
 def export(cfg: dict) -> int:
     from .export import export as export_model  # imports torch.onnx only when exporting
     setup_logging()
+    if isinstance(cfg["model_path"], list):
+        raise ConfigError("export takes one checkpoint as model_path, not a list")
     path = checkpoint_path(cfg)
     if not path.endswith((".pth", ".safetensors")):
         raise ConfigError(f"export needs a checkpoint (.pth or .safetensors), got model_path={path}")

@@ -160,8 +160,9 @@ SCHEMA: Dict[str, Key] = {
     "save_dir": Key("output/", _is(str), "a folder path"),
     "save_best_only": Key(True, _is(bool), BOOL),
     "save_one_only": Key(True, _is(bool), BOOL),
-    "model_path": Key("", _is(str), "'' (save_dir/best.pth), a checkpoint (.pth, .safetensors), or for evaluate "
-                                    "and predict an exported .onnx or TorchScript .pt"),
+    "model_path": Key("", lambda v: isinstance(v, str) or (isinstance(v, list) and len(v) > 0 and _str_list(v)),
+                      "'' (save_dir/best.pth), a checkpoint (.pth, .safetensors), or for evaluate and predict an "
+                      "exported .onnx or TorchScript .pt, or a list of them (an ensemble)"),
     "export_format": Key("onnx", _choice("onnx", "torchscript", "all"), "'onnx', 'torchscript' or 'all'"),
     "test_batch_size": Key(256, _int_ge(1), "an integer >= 1"),
     "TTA": Key(False, _is(bool), BOOL),

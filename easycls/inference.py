@@ -9,7 +9,7 @@ import logging
 import os
 import warnings
 from abc import ABC, abstractmethod
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -151,6 +151,42 @@ def _exported_meta(text, path: str) -> ModelMeta:
     return ModelMeta.from_dict(json.loads(text), path)
 
 
+class Ensemble(Predictor):
+    """The mean of several models' probabilities. Each member keeps its own input size, channels, normalisation,
+    TTA and temperature: batches are decoded once at the largest size (RGB when any member is RGB) and resized or
+    converted per member."""
+
+    def __init__(self, members: List[Predictor], paths: List[str]):
+        names = [m.meta.class_names for m in members]
+        if any(n != names[0] for n in names):
+            odd = next(p for p, n in zip(paths, names) if n != names[0])
+            raise ConfigError(f"cannot ensemble: {odd} has classes {names[paths.index(odd)]} but {paths[0]} has "
+                              f"{names[0]}")
+        self.members, first = members, members[0].meta
+        size = max((m.meta.img_size for m in members), key=lambda hw: hw[0] * hw[1])
+        channels = max(m.meta.channels for m in members)
+        self.meta = ModelMeta("ensemble of " + ", ".join(m.meta.model_name for m in members), first.class_names,
+                              list(size), channels, first.mean, first.std)
+        self.device = members[0].device
+
+    def _probs(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m.probs(adapt_images(images, m.meta)).cpu().float() for m in self.members]).mean(0)
+
+
+def adapt_images(images: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` at ``meta``'s channels (ITU-R 601 luma for RGB -> gray) and size (antialiased)."""
+    x = images
+    if x.shape[1] == 3 and meta.channels == 1:
+        weights = torch.tensor([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)
+        x = (x.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
+    elif x.shape[1] == 1 and meta.channels == 3:
+        x = x.expand(-1, 3, -1, -1)
+    if list(x.shape[2:]) != list(meta.img_size):
+        x = F.interpolate(x.float(), size=tuple(meta.img_size), mode="bilinear", antialias=True,
+                          align_corners=False).round().clamp(0, 255).to(torch.uint8)
+    return x
+
+
 def _baked_temperature(meta: ModelMeta, cfg: dict, path: str) -> float:
     if not cfg["calibrate"] and meta.temperature != 1.0:
         log.warning("%s has the calibration temperature %.3f in its graph; calibrate=False cannot remove it",
@@ -168,11 +204,23 @@ def require_extra(module: str, extra: str):
 
 
 # ----------------------------------------------------------------------------- loading for the commands
-def checkpoint_path(cfg: dict) -> str:
-    path = cfg["model_path"] or files.out(cfg, files.BEST)
+def checkpoint_path(cfg: dict, path: Optional[str] = None) -> str:
+    path = path or cfg["model_path"] or files.out(cfg, files.BEST)
     if not os.path.exists(path):
         raise ConfigError(f"model_path {path} does not exist; train first or set model_path=<checkpoint>")
     return path
+
+
+def model_paths(cfg: dict) -> List[str]:
+    """The model files evaluate and predict use: ``model_path`` (one path or a list), else ``save_dir/best.pth``."""
+    paths = cfg["model_path"] if isinstance(cfg["model_path"], list) else [cfg["model_path"] or None]
+    return [checkpoint_path(cfg, path) for path in paths]
+
+
+def load_one(path: str, cfg: dict) -> Predictor:
+    """One model file: a checkpoint, or an exported ``.onnx`` / TorchScript ``.pt``."""
+    kind = {".onnx": OnnxModel, ".pt": TorchScriptModel}.get(os.path.splitext(path)[1].lower())
+    return kind(path, cfg) if kind else InferenceModel.from_checkpoint(path, cfg)
 
 
 def report_conflicts(cfg: dict, meta: ModelMeta) -> None:
@@ -186,14 +234,16 @@ def report_conflicts(cfg: dict, meta: ModelMeta) -> None:
 
 
 def load_predictor(cfg: dict) -> Predictor:
-    """The model at ``model_path`` (default ``save_dir/best.pth``): a checkpoint, ``.onnx`` or TorchScript ``.pt``."""
-    path = checkpoint_path(cfg)
-    kind = {".onnx": OnnxModel, ".pt": TorchScriptModel}.get(os.path.splitext(path)[1].lower())
-    model = kind(path, cfg) if kind else InferenceModel.from_checkpoint(path, cfg)
-    meta = model.meta
-    report_conflicts(cfg, meta)
-    log.info("loaded %s: %s, %d classes, %s px, %d channel(s)", path, meta.model_name, len(meta.class_names),
-             "x".join(map(str, meta.img_size)), meta.channels)
+    """The model(s) at ``model_path`` (default ``save_dir/best.pth``); a list of paths is an :class:`Ensemble`."""
+    paths = model_paths(cfg)
+    models = [load_one(path, cfg) for path in paths]
+    for path, model in zip(paths, models):
+        meta = model.meta
+        log.info("loaded %s: %s, %d classes, %s px, %d channel(s)", path, meta.model_name, len(meta.class_names),
+                 "x".join(map(str, meta.img_size)), meta.channels)
+    model = models[0] if len(models) == 1 else Ensemble(models, paths)
+    if len(models) == 1:
+        report_conflicts(cfg, model.meta)
     return model
 
 
