@@ -15,11 +15,12 @@ cfg = dict(
 
     # --- data (class folders: train_path/<class>/<image>)
     train_path="data/digits/train",  # the built-in digits data is written here on first use
-    val_path="data/digits/val",      # '' = hold out fold val_fold of k_flod from train_path
+    val_path="data/digits/val",      # '' = k-fold cross-validation on train_path (see k_flod)
     test_path="data/digits/test",    # predict.py labels every image under this folder
     eval_path="",                # labelled folder for evaluate.py; '' = test_path
-    k_flod=5,                    # number of folds when val_path is ''
-    val_fold=0,                  # which fold is val when val_path is ''
+    k_flod=5,                    # number of folds when val_path is '' (k_fold is accepted too)
+    val_fold=None,               # None = train folds start_fold..k_flod-1 into save_dir/fold{i}; N = fold N only
+    start_fold=0,                # the first fold to train (continue a stopped cross-validation)
     target_img_size=[32, 32],    # [height, width] the images are resized to
     channels=1,                  # 1 = grayscale, 3 = RGB (any input is converted)
     mean=None,                   # None = the model's normalisation; or one float per channel
@@ -75,6 +76,7 @@ cfg = dict(
     export_format="onnx",        # export.py: 'onnx' (pip install -e ".[onnx]"), 'torchscript' or 'all'
     test_batch_size=256,
     TTA=False,                   # average each prediction with its horizontal flip
+    merge=False,                 # evaluate/predict with every save_dir/fold*/best.pth as an ensemble
     calibrate=True,              # fit a temperature on val after each epoch; evaluate/predict/export apply it
     reject_threshold=0.0,        # 0 = off; else pre.csv marks rows with a lower top probability 'rejected'
     save_probs=False,            # add one probability column per class to pre.csv

@@ -112,6 +112,31 @@ def _resume_path(cfg: dict) -> str:
 
 
 def train(cfg: dict) -> int:
+    if not cfg["val_path"] and cfg["val_fold"] is None:
+        return train_folds(cfg)
+    return train_one(cfg)
+
+
+def train_folds(cfg: dict) -> int:
+    """val_path='': folds start_fold..k_flod-1, then out-of-fold predictions and the suspect-label ranking."""
+    from . import build, kfold
+    build.preflight(cfg)
+    setup_logging()
+    samples, folds, ids = kfold.prepare(cfg, image_ids)
+    for fold in range(cfg["start_fold"], cfg["k_flod"]):
+        print(f"fold {fold} of folds {cfg['start_fold']}..{cfg['k_flod'] - 1} -> {kfold.fold_dir(cfg, fold)}")
+        code = train_one(kfold.fold_config(cfg, fold))
+        if code:
+            return code
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    setup_logging()
+    start_log_file(cfg["save_dir"], files.LOGS["kfold"])
+    return kfold.write_out_of_fold(cfg, samples, folds, ids)
+
+
+def train_one(cfg: dict) -> int:
+    """One training run (one fold when val_path is '')."""
     from . import build  # imports timm and the training parts, which evaluate and predict do without
     build.preflight(cfg)
     resume = _resume_path(cfg) if cfg["resume"] else None

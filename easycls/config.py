@@ -108,8 +108,10 @@ SCHEMA: Dict[str, Key] = {
     "val_path": Key("data/digits/val", _is(str), "a folder with one sub-folder per class, or '' to use k_flod"),
     "test_path": Key("data/digits/test", _is(str), "a folder of images (sub-folders allowed)"),
     "eval_path": Key("", _is(str), "a labelled class-folder dataset, or '' to use test_path"),
-    "k_flod": Key(5, _int_ge(2), "an integer >= 2 (folds used when val_path is '')"),
-    "val_fold": Key(0, _int_ge(0), "an integer in [0, k_flod)"),
+    "k_flod": Key(5, _int_ge(2), "an integer >= 2 (folds used when val_path is ''; k_fold is accepted too)"),
+    "val_fold": Key(None, lambda v: v is None or _int_ge(0)(v),
+                    "None (train every fold from start_fold) or an integer in [0, k_flod) (that fold only)"),
+    "start_fold": Key(0, _int_ge(0), "an integer in [0, k_flod): the first fold to train when val_path is ''"),
     "target_img_size": Key([32, 32], _size, "[height, width] or one integer, in pixels"),
     "channels": Key(1, _choice(1, 3), "1 (grayscale) or 3 (RGB)"),
     "mean": Key(None, _floats_or_none, "None (from the model) or a list of floats, one per channel"),
@@ -166,6 +168,7 @@ SCHEMA: Dict[str, Key] = {
     "export_format": Key("onnx", _choice("onnx", "torchscript", "all"), "'onnx', 'torchscript' or 'all'"),
     "test_batch_size": Key(256, _int_ge(1), "an integer >= 1"),
     "TTA": Key(False, _is(bool), BOOL),
+    "merge": Key(False, _is(bool), BOOL + " (True: evaluate and predict with every save_dir/fold*/best.pth)"),
     "calibrate": Key(True, _is(bool), BOOL + " (fit a temperature on val; evaluate and predict apply it)"),
     "reject_threshold": Key(0.0, _float_in(0, 1), "0 (off) or a float in (0, 1): a lower top probability is "
                                                   "marked 'rejected'"),
@@ -179,11 +182,13 @@ NOT_BUILT = {
     "show_data": "augmentation previews are not built",
     "use_distill": "knowledge distillation is not built",
     "sample_weights": "weighted sampling is not built; use class_weight",
-    "merge": "merging several models' predictions is not built",
     "mixup": "mixup is not built",
     "cutmix": "cutmix is not built",
-    "start_fold": "running several folds in one call is not built; set val_fold",
 }
+
+
+# Other spellings users write for a seed key.
+KEY_SPELLINGS = {"k_fold": "k_flod"}
 
 
 def defaults() -> dict:
@@ -217,8 +222,9 @@ def _check_relations(cfg: dict) -> None:
     weights = cfg.get("class_weight")
     if weights is not None and len(weights) != cfg["class_number"]:
         raise ConfigError(f"class_weight has {len(weights)} values but class_number is {cfg['class_number']}")
-    if cfg["val_fold"] >= cfg["k_flod"]:
-        raise ConfigError(f"val_fold={cfg['val_fold']} must be below k_flod={cfg['k_flod']}")
+    for key in ("val_fold", "start_fold"):
+        if cfg[key] is not None and cfg[key] >= cfg["k_flod"]:
+            raise ConfigError(f"{key}={cfg[key]} must be below k_flod={cfg['k_flod']}")
     for key in ("mean", "std"):
         if cfg[key] is not None and len(cfg[key]) not in (1, cfg["channels"]):
             raise ConfigError(f"'{key}' has {len(cfg[key])} values; give 1 or channels={cfg['channels']}")
@@ -281,13 +287,19 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> di
     if path is None and os.path.isfile("config.py"):
         path = "config.py"
     if path is not None:
-        cfg.update(read_config_file(path))
+        cfg.update(_spelled(read_config_file(path)))
     for item in overrides:
         key, value = parse_override(item)
+        key = KEY_SPELLINGS.get(key, key)
         if key not in SCHEMA and key not in NOT_BUILT:
             raise _unknown(key)
         cfg[key] = value
     return validate(cfg)
+
+
+def _spelled(cfg: dict) -> dict:
+    """The seed's key names for the keys that have a second spelling (``k_fold`` is ``k_flod``)."""
+    return {KEY_SPELLINGS.get(k, k): v for k, v in cfg.items()}
 
 
 def image_size(cfg: dict) -> tuple:

@@ -15,7 +15,8 @@ PREDICTIONS = "pre.csv"
 EXPORTS = {"onnx": "model.onnx", "torchscript": "model.pt"}
 LR_FIND_CSV = "lr_find.csv"
 LR_FIND_PLOT = "lr_find.png"
-LOGS = {"train": "train.log", "evaluate": "evaluate.log", "predict": "predict.log", "export": "export.log"}
+LOGS = {"train": "train.log", "evaluate": "evaluate.log", "predict": "predict.log", "export": "export.log",
+        "kfold": "kfold.log"}
 TRAIN_OUTPUTS = (BEST, BEST_SAFETENSORS, LAST, RESULTS, LOSS_PLOT, ACC_PLOT)
 
 

@@ -4,6 +4,7 @@
 :class:`OnnxModel` and :class:`TorchScriptModel` run files written by ``export.py`` and never import timm or build
 a network. All three share :class:`Predictor`'s ``predict`` and ``evaluate``.
 """
+import glob
 import json
 import logging
 import os
@@ -212,7 +213,13 @@ def checkpoint_path(cfg: dict, path: Optional[str] = None) -> str:
 
 
 def model_paths(cfg: dict) -> List[str]:
-    """The model files evaluate and predict use: ``model_path`` (one path or a list), else ``save_dir/best.pth``."""
+    """The model files evaluate and predict use: every fold's ``best.pth`` with ``merge=True``; else ``model_path``
+    (one path or a list), else ``save_dir/best.pth``."""
+    if cfg["merge"]:
+        paths = sorted(glob.glob(os.path.join(cfg["save_dir"], "fold*", files.BEST)))
+        if not paths:
+            raise ConfigError(f"merge=True but {cfg['save_dir']} has no fold*/best.pth; train with val_path='' first")
+        return paths
     paths = cfg["model_path"] if isinstance(cfg["model_path"], list) else [cfg["model_path"] or None]
     return [checkpoint_path(cfg, path) for path in paths]
 
