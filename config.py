@@ -77,6 +77,9 @@ cfg = dict(
     test_batch_size=256,
     TTA=False,                   # average each prediction with its horizontal flip
     merge=False,                 # evaluate/predict with every save_dir/fold*/best.pth as an ensemble
+    show_heatmap=False,          # Grad-CAM overlays in save_dir/heatmaps (pip install -e ".[gradcam]")
+    heatmap_max=32,              # how many: misclassified images (evaluate) or first images (predict)
+    heatmap_layer="",            # '' = the last convolutional stage with a map >= 4x4; or a module name
     calibrate=True,              # fit a temperature on val after each epoch; evaluate/predict/export apply it
     reject_threshold=0.0,        # 0 = off; else pre.csv marks rows with a lower top probability 'rejected'
     save_probs=False,            # add one probability column per class to pre.csv

@@ -19,7 +19,7 @@ from .audit import run_audit
 from .calibration import calibration_report
 from .checkpoints import save_json
 from .config import load_config, plain
-from .data import class_folders, scan_labelled, scan_unlabelled
+from .data import FileDataset, class_folders, scan_labelled, scan_unlabelled
 from .distributed import init_from_env, shutdown
 from .inference import InferenceModel, checkpoint_path, inference_loader, load_predictor
 from .errors import ConfigError, DataError, exit_code
@@ -241,10 +241,29 @@ def evaluate(cfg: dict) -> int:
     out = files.out(cfg, files.EVAL_DIR)
     write_eval_outputs(metrics, model.meta.class_names, out, cfg["cm_normalize"])
     plot_reliability(result["probs"], result["labels"], model.temperature, os.path.join(out, "reliability.png"))
+    if cfg["show_heatmap"]:
+        _evaluation_heatmaps(model, samples, result, path, cfg)
     print(f"evaluated {path}")
     print(format_report(metrics))
     print(f"wrote {out}/metrics.json, per_class.csv, confusion_matrix.csv, confusion_matrix.png and reliability.png")
     return 0
+
+
+def _evaluation_heatmaps(model, samples, result: dict, root: str, cfg: dict) -> None:
+    from .heatmaps import evaluation_picks
+    index = result["index"]
+    ids = image_ids([samples.paths[i] for i in index], root)
+    picks = evaluation_picks(result["labels"], result["probs"], ids, model.meta.class_names, cfg["heatmap_max"])
+    picks = [(index[i], k, name) for i, k, name in picks]  # positions among readable images -> dataset indices
+    _write_heatmaps(model, samples, picks, cfg)
+
+
+def _write_heatmaps(model, samples, picks, cfg: dict) -> None:
+    from .heatmaps import save_heatmaps
+    dataset = FileDataset(samples, model.meta.channels, model.meta.img_size)
+    out = files.out(cfg, files.HEATMAPS_DIR)
+    written = save_heatmaps(model, dataset, picks, out, cfg["heatmap_layer"])
+    print(f"wrote {written} Grad-CAM heatmaps to {out}/")
 
 
 def write_eval_outputs(metrics: dict, classes, out: str, normalize: bool) -> None:
@@ -277,6 +296,12 @@ def predict(cfg: dict) -> int:
     out_path = files.out(cfg, files.PREDICTIONS)
     written, failed = write_predictions(model, samples, cfg, out_path)
     print(f"wrote {written} rows to {out_path} ({failed} unreadable, {len(others)} non-image files skipped)")
+    if cfg["show_heatmap"]:
+        from .heatmaps import flat_name
+        first = pd.read_csv(out_path, nrows=cfg["heatmap_max"], keep_default_na=False)
+        picks = [(i, int(row.label), f"{i:03d}_{row.class_name}_{flat_name(row.image_id)}")
+                 for i, row in enumerate(first.itertuples()) if row.label != ""]
+        _write_heatmaps(model, samples, picks, cfg)
     return 0
 
 

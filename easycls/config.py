@@ -168,6 +168,10 @@ SCHEMA: Dict[str, Key] = {
     "export_format": Key("onnx", _choice("onnx", "torchscript", "all"), "'onnx', 'torchscript' or 'all'"),
     "test_batch_size": Key(256, _int_ge(1), "an integer >= 1"),
     "TTA": Key(False, _is(bool), BOOL),
+    "show_heatmap": Key(False, _is(bool),
+                        BOOL + ' (Grad-CAM overlays in save_dir/heatmaps; pip install -e ".[gradcam]")'),
+    "heatmap_max": Key(32, _int_ge(1), "an integer >= 1: misclassified images (evaluate) or first images (predict)"),
+    "heatmap_layer": Key("", _is(str), "'' (the last convolutional stage) or a module name such as 'layer3'"),
     "merge": Key(False, _is(bool), BOOL + " (True: evaluate and predict with every save_dir/fold*/best.pth)"),
     "calibrate": Key(True, _is(bool), BOOL + " (fit a temperature on val; evaluate and predict apply it)"),
     "reject_threshold": Key(0.0, _float_in(0, 1), "0 (off) or a float in (0, 1): a lower top probability is "
@@ -178,7 +182,6 @@ SCHEMA: Dict[str, Key] = {
 
 # Seed keys whose feature is not built: accepted while off, rejected by name when turned on.
 NOT_BUILT = {
-    "show_heatmap": "Grad-CAM heatmaps are not built",
     "show_data": "augmentation previews are not built",
     "use_distill": "knowledge distillation is not built",
     "sample_weights": "weighted sampling is not built; use class_weight",

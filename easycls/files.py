@@ -11,6 +11,7 @@ ACC_PLOT = "acc.png"
 CONFIG_JSON = "config.json"
 TENSORBOARD_DIR = "tensorboard"
 EVAL_DIR = "eval"
+HEATMAPS_DIR = "heatmaps"
 PREDICTIONS = "pre.csv"
 EXPORTS = {"onnx": "model.onnx", "torchscript": "model.pt"}
 LR_FIND_CSV = "lr_find.csv"

@@ -57,8 +57,9 @@ class Predictor(ABC):
             yield batch.index.numpy(), probs, batch.failures
 
     def evaluate(self, loader) -> dict:
-        """Metrics (scikit-learn) on a labelled loader, plus the per-image labels and probabilities."""
-        labels, probs, failures = [], [], []
+        """Metrics (scikit-learn) on a labelled loader, plus the labels, probabilities and dataset indices of the
+        readable images."""
+        labels, probs, index, failures = [], [], [], []
         report = FailureLog(loader)
         for batch in loader:
             report(batch.failures)
@@ -66,12 +67,13 @@ class Predictor(ABC):
             if len(batch.index):
                 labels.append(batch.labels.numpy())
                 probs.append(self.probs(batch.images).cpu().numpy())
+                index.append(batch.index.numpy())
         if not labels:
             raise TrainingError("no readable images to evaluate")
         y, p = np.concatenate(labels), np.concatenate(probs)
         metrics = compute_metrics(y, p, self.meta.class_names)
         metrics["unreadable"] = len(failures)
-        return {"metrics": metrics, "labels": y, "probs": p, "failures": failures}
+        return {"metrics": metrics, "labels": y, "probs": p, "index": np.concatenate(index), "failures": failures}
 
 
 class InferenceModel(Predictor):

@@ -97,7 +97,8 @@ def out_of_fold_table(image_id, folds, labels, probs, classes) -> pd.DataFrame:
 
 def cv_summary(oof: pd.DataFrame) -> dict:
     """Accuracy and macro F1 per fold (on its own val images), with their mean and standard deviation."""
-    rows = [{"fold": int(fold), "images": len(part), "accuracy": float(accuracy_score(part["label"], part["predicted"])),
+    rows = [{"fold": int(fold), "images": len(part),
+             "accuracy": float(accuracy_score(part["label"], part["predicted"])),
              "macro_f1": float(f1_score(part["label"], part["predicted"], average="macro"))}
             for fold, part in oof.groupby("fold")]
     out = {"folds": rows}
