@@ -18,7 +18,7 @@ from .device import check_gpu_id, select_device
 from .distributed import DistInfo
 from .errors import ConfigError, DataError
 from .hooks import (CalibrationHook, CheckpointHook, EarlyStopHook, EMAHook, FreezeHook, Hook, LoggerHook,
-                    ParamSchedulerHook, TensorBoardHook, build_hook)
+                    ParamSchedulerHook, ReportHook, TensorBoardHook, build_hook)
 from .losses import create_loss
 from .models import (TV_PREFIX, create_model, hub_weights, is_hub_pretrained, load_pretrained, model_norm,
                      resolve_name)
@@ -146,6 +146,7 @@ def build_hooks(cfg: dict) -> List[Hook]:
         hooks.append(TensorBoardHook())
     if cfg["calibrate"]:
         hooks.append(CalibrationHook())
+    hooks.append(ReportHook())
     return hooks + [build_hook(item) for item in cfg["custom_hooks"]]
 
 

@@ -8,6 +8,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ from .audit import run_audit
 from .calibration import calibration_report
 from .checkpoints import save_json
 from .config import load_config, plain
-from .data import FileDataset, class_folders, scan_labelled, scan_unlabelled
+from .data import FileDataset, class_folders, loader_labels, scan_labelled, scan_unlabelled
 from .distributed import init_from_env, shutdown
 from .inference import InferenceModel, checkpoint_path, inference_loader, load_predictor
 from .errors import ConfigError, DataError, exit_code
@@ -167,6 +168,7 @@ def train_one(cfg: dict) -> int:
         if not resume:
             CheckpointSaver(cfg["save_dir"]).remove_stale()
         _save_config(cfg)
+        _save_data_summary(cfg, meta.class_names, train_loader, val_loader)
     log.info("model %s on %s%s, %d epochs, effective batch size %d (%d per process x %d%s)", meta.model_name,
              runner.device, f" x{dist.world} processes" if dist.enabled else "", cfg["epochs"],
              cfg["batch_size"] * dist.world * cfg["accumulate_steps"], cfg["batch_size"], dist.world,
@@ -205,6 +207,15 @@ def _audit_splits(cfg: dict) -> dict:
     return splits
 
 
+def _save_data_summary(cfg: dict, classes, train_loader, val_loader) -> None:
+    """``data.json``: images per class in train and val (per rank under torchrun: this rank's share)."""
+    counts = {split: {name: 0 for name in classes} for split in ("train", "val")}
+    for split, loader in (("train", train_loader), ("val", val_loader)):
+        for label in loader_labels(loader):
+            counts[split][classes[label]] += 1
+    save_json({"class_counts": counts}, files.out(cfg, files.DATA_JSON))
+
+
 def _save_config(cfg: dict) -> None:
     if cfg["cfg_verbose"]:
         log.info("config:\n%s", "\n".join(f"  {k} = {v!r}" for k, v in cfg.items()))
@@ -235,18 +246,36 @@ def evaluate(cfg: dict) -> int:
     except DataError as exc:
         raise DataError(f"{exc}. evaluate needs a labelled class-folder dataset: set eval_path") from None
     start_log_file(cfg["save_dir"], files.LOGS["evaluate"])
+    started = time.time()
     result = model.evaluate(inference_loader(samples, model, cfg))
     metrics = {**result["metrics"], **calibration_report(result["probs"], result["labels"], model.temperature,
-                                                         cfg["reject_threshold"])}
+                                                         cfg["reject_threshold"]),
+               "path": path, "seconds": round(time.time() - started, 3)}
     out = files.out(cfg, files.EVAL_DIR)
     write_eval_outputs(metrics, model.meta.class_names, out, cfg["cm_normalize"])
+    _write_errors(samples, result, model.meta.class_names, os.path.join(out, "errors.csv"))
     plot_reliability(result["probs"], result["labels"], model.temperature, os.path.join(out, "reliability.png"))
     if cfg["show_heatmap"]:
         _evaluation_heatmaps(model, samples, result, path, cfg)
     print(f"evaluated {path}")
     print(format_report(metrics))
-    print(f"wrote {out}/metrics.json, per_class.csv, confusion_matrix.csv, confusion_matrix.png and reliability.png")
+    print(f"wrote {out}/metrics.json, per_class.csv, confusion_matrix.csv, confusion_matrix.png, reliability.png "
+          f"and errors.csv")
+    from .report import write_report
+    print(f"updated {write_report(cfg['save_dir'])}")
     return 0
+
+
+def _write_errors(samples, result: dict, classes, path: str) -> None:
+    """``errors.csv``: every misclassified image, the most confident mistakes first."""
+    probs, labels, index = result["probs"], result["labels"], result["index"]
+    predicted = probs.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    frame = pd.DataFrame({"path": [samples.paths[index[i]] for i in wrong],
+                          "true": [classes[labels[i]] for i in wrong],
+                          "predicted": [classes[predicted[i]] for i in wrong],
+                          "confidence": probs[wrong, predicted[wrong]]})
+    frame.sort_values("confidence", ascending=False, kind="stable").to_csv(path, index=False)
 
 
 def _evaluation_heatmaps(model, samples, result: dict, root: str, cfg: dict) -> None:

@@ -144,6 +144,12 @@ class FailureLog:
                 report_unreadable(self.loader.dataset.samples.paths[index], reason)
 
 
+def loader_labels(loader) -> List[int]:
+    """The labels of every image a training or validation loader serves (in memory or streamed)."""
+    labels = loader.labels if isinstance(loader, MemoryLoader) else loader.dataset.samples.labels
+    return [int(label) for label in labels]
+
+
 def epoch_order(n: int, shuffle: bool, seed: int, epoch: int, rank: int = 0, world: int = 1,
                 even: bool = False) -> torch.Tensor:
     """This rank's indices for one epoch: a seeded shuffle per epoch, split across ``world`` ranks.

@@ -357,3 +357,15 @@ class CheckpointHook(Hook):
 
     def load_state_dict(self, state: dict) -> None:
         vars(self.tracker).update(state)
+
+
+@register_hook
+class ReportHook(Hook):
+    """Writes ``save_dir/report.html`` when training ends (rank 0); evaluate updates it."""
+
+    priority = 90
+
+    def after_run(self, runner) -> None:
+        if runner.dist.is_main:
+            from .report import write_report
+            log.info("wrote %s", write_report(runner.cfg["save_dir"]))
