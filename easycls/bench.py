@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from . import build
-from .cli import write_predictions
+from .outputs import write_predictions
 from .config import defaults, validate
 from .data import scan_unlabelled
 from .datasets import write_split
