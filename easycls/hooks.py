@@ -226,10 +226,10 @@ class EarlyStopHook(Hook):
                      self.stopper.best)
 
     def state_dict(self) -> dict:
-        return dict(vars(self.stopper))
+        return self.stopper.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        vars(self.stopper).update(state)
+        self.stopper.load_state_dict(state)
 
 
 @register_hook
@@ -353,10 +353,10 @@ class CheckpointHook(Hook):
                 log.info("epoch %d: new best %s %.4f", runner.epoch + 1, self.monitor, metrics[self.monitor])
 
     def state_dict(self) -> dict:
-        return dict(vars(self.tracker))
+        return self.tracker.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        vars(self.tracker).update(state)
+        self.tracker.load_state_dict(state)
 
 
 @register_hook

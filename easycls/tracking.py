@@ -26,6 +26,13 @@ class EarlyStopper:
         self.wait = 0
         self.should_stop = False
 
+    def state_dict(self) -> dict:
+        """What changes while training (not the settings, which come from the config on resume)."""
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "should_stop": self.should_stop}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_epoch, self.wait, self.should_stop = (state[k] for k in self.state_dict())
+
     def update(self, value: float, epoch: int) -> bool:
         """Record one epoch's value; return True when it is a new best."""
         if self.best is None or _BETTER[self.mode](value, self.best, self.min_delta):

@@ -61,3 +61,14 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     with pytest.raises(TrainingError, match="not finite"):
         saver.save(state(float("nan")), 0, 0.5, True)
     assert os.listdir(tmp_path) == []
+
+
+def test_stopper_state_holds_progress_not_settings():
+    stopper = EarlyStopper("max", patience=5)
+    for epoch, value in enumerate([0.5, 0.7, 0.6]):
+        stopper.update(value, epoch)
+    resumed = EarlyStopper("max", patience=2)  # the patience of the resumed run's config wins
+    resumed.load_state_dict(stopper.state_dict())
+    assert (resumed.best, resumed.best_epoch, resumed.wait, resumed.patience) == (0.7, 1, 1, 2)
+    resumed.update(0.65, 3)
+    assert resumed.should_stop
