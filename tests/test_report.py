@@ -1,5 +1,4 @@
 """report.html: written after training, updated by evaluate, self-contained, and rendered by a real browser."""
-import os
 import re
 import shutil
 import subprocess
