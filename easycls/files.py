@@ -20,7 +20,7 @@ LR_FIND_CSV = "lr_find.csv"
 LR_FIND_PLOT = "lr_find.png"
 LOGS = {"train": "train.log", "evaluate": "evaluate.log", "predict": "predict.log", "export": "export.log",
         "kfold": "kfold.log"}
-TRAIN_OUTPUTS = (BEST, BEST_SAFETENSORS, LAST, RESULTS, LOSS_PLOT, ACC_PLOT)
+TRAIN_OUTPUTS = (BEST, BEST_SAFETENSORS, LAST, RESULTS, LOSS_PLOT, ACC_PLOT, REPORT)
 
 
 def epoch_snapshot(epoch: int) -> str:
