@@ -27,6 +27,11 @@ cfg = dict(
     std=None,                    # None = the model's normalisation; or one float per channel
     augment="light",             # per-batch random affine: 'none', 'shift' (8%), 'light' (+10 deg, 10% zoom), 'strong'
     hflip=False,                 # random horizontal flips (off for digits and text)
+    mixup=False,                 # False, True (alpha 0.8) or an alpha: blend pairs of images and their labels
+    cutmix=False,                # False, True (alpha 1.0) or an alpha: paste a patch of one image into another
+    mixup_prob=1.0,              # share of batches mixed
+    mixup_switch_prob=0.5,       # with both on: the chance a batch uses cutmix instead of mixup
+    show_data=False,             # save_dir/data_preview.png: the first training batch as the network sees it
     try_to_train_items=0,        # 0 = all images; N = use N train and N val images (smoke runs)
     cache="auto",                # 'auto': decode once into RAM when it fits cache_mb; 'ram'; 'none' (stream)
     cache_mb=4096,               # RAM budget for decoded images, in MB

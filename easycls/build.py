@@ -17,8 +17,8 @@ from .data import (BatchAugment, EpochSampler, FileDataset, MemoryLoader, Prepro
 from .device import check_gpu_id, select_device
 from .distributed import DistInfo
 from .errors import ConfigError, DataError
-from .hooks import (CalibrationHook, CheckpointHook, EarlyStopHook, EMAHook, FreezeHook, Hook, LoggerHook,
-                    ParamSchedulerHook, ReportHook, TensorBoardHook, build_hook)
+from .hooks import (CalibrationHook, CheckpointHook, DataPreviewHook, EarlyStopHook, EMAHook, FreezeHook, Hook,
+                    LoggerHook, ParamSchedulerHook, ReportHook, TensorBoardHook, build_hook)
 from .losses import create_loss
 from .models import (TV_PREFIX, create_model, hub_weights, is_hub_pretrained, load_pretrained, model_norm,
                      resolve_name)
@@ -146,8 +146,21 @@ def build_hooks(cfg: dict) -> List[Hook]:
         hooks.append(TensorBoardHook())
     if cfg["calibrate"]:
         hooks.append(CalibrationHook())
+    if cfg["show_data"]:
+        hooks.append(DataPreviewHook())
     hooks.append(ReportHook())
     return hooks + [build_hook(item) for item in cfg["custom_hooks"]]
+
+
+def build_mixup(cfg: dict, classes: int):
+    """timm's Mixup for ``mixup`` / ``cutmix`` (True: timm's usual alphas 0.8 and 1.0), or None when both are off."""
+    alpha = {"mixup": 0.8, "cutmix": 1.0}
+    mixup, cutmix = (alpha[k] if cfg[k] is True else float(cfg[k] or 0.0) for k in ("mixup", "cutmix"))
+    if not (mixup or cutmix):
+        return None
+    from timm.data import Mixup
+    return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=cfg["mixup_prob"], switch_prob=cfg["mixup_switch_prob"],
+                 label_smoothing=cfg["label_smooth"], num_classes=classes)
 
 
 def build_runner(cfg: dict, model: nn.Module, meta: ModelMeta, dist: Optional[DistInfo] = None,
@@ -160,8 +173,10 @@ def build_runner(cfg: dict, model: nn.Module, meta: ModelMeta, dist: Optional[Di
     optimizer = create_optimizer(cfg["optimizer"], model, cfg["learning_rate"], cfg["weight_decay"])
     scheduler = create_scheduler(cfg["scheduler"], optimizer, cfg["epochs"], cfg["warmup_epoch"],
                                  MONITORS[cfg["monitor"]])
-    loss_fn = loss_fn or create_loss(cfg["loss"], cfg["label_smooth"], cfg["class_weight"])
+    mix = build_mixup(cfg, len(meta.class_names))
+    smoothing = 0.0 if mix else cfg["label_smooth"]  # mixing folds the smoothing into its soft targets
+    loss_fn = loss_fn or create_loss(cfg["loss"], smoothing, cfg["class_weight"])
     augment = None if cfg["augment"] == "none" else BatchAugment(cfg["augment"], cfg["hflip"])
     preprocess = Preprocessor(meta.mean, meta.std, meta.channels, device, cfg["channels_last"], augment)
     return ModelRunner(model, meta, cfg, device, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn.to(device),
-                       preprocess=preprocess, hooks=build_hooks(cfg) if hooks is None else hooks, dist=dist)
+                       preprocess=preprocess, hooks=build_hooks(cfg) if hooks is None else hooks, dist=dist, mix=mix)

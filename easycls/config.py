@@ -118,6 +118,14 @@ SCHEMA: Dict[str, Key] = {
     "std": Key(None, _floats_or_none, "None (from the model) or a list of floats, one per channel"),
     "augment": Key("light", _choice("none", "shift", "light", "strong"), "'none', 'shift', 'light' or 'strong'"),
     "hflip": Key(False, _is(bool), BOOL),
+    "show_data": Key(False, _is(bool), BOOL + " (save_dir/data_preview.png: the first training batch as trained on)"),
+    "mixup": Key(False, lambda v: isinstance(v, bool) or (_num(v) and v > 0),
+                 "False, True (alpha 0.8) or an alpha > 0"),
+    "cutmix": Key(False, lambda v: isinstance(v, bool) or (_num(v) and v > 0),
+                  "False, True (alpha 1.0) or an alpha > 0"),
+    "mixup_prob": Key(1.0, _float_in(0, 1, high_open=False), "a float in [0, 1]: the share of batches mixed"),
+    "mixup_switch_prob": Key(0.5, _float_in(0, 1, high_open=False),
+                             "a float in [0, 1]: with both on, the chance a batch uses cutmix instead of mixup"),
     "try_to_train_items": Key(0, _int_ge(0), "0 (all images) or a positive number of images"),
     "cache": Key("auto", _choice("auto", "ram", "none"), "'auto', 'ram' or 'none'"),
     "cache_mb": Key(4096, _int_ge(1), "a positive number of megabytes"),
@@ -182,11 +190,8 @@ SCHEMA: Dict[str, Key] = {
 
 # Seed keys whose feature is not built: accepted while off, rejected by name when turned on.
 NOT_BUILT = {
-    "show_data": "augmentation previews are not built",
     "use_distill": "knowledge distillation is not built",
     "sample_weights": "weighted sampling is not built; use class_weight",
-    "mixup": "mixup is not built",
-    "cutmix": "cutmix is not built",
 }
 
 

@@ -360,6 +360,47 @@ class CheckpointHook(Hook):
 
 
 @register_hook
+class DataPreviewHook(Hook):
+    """show_data: ``save_dir/data_preview.png``, the run's first training batch as the network saw it (after
+    augmentation and mixing), each image titled with its class, or its two classes and their shares when mixed."""
+
+    priority = 55
+
+    def __init__(self, count: int = 32):
+        self.count, self.done = count, False
+
+    def after_train_iter(self, runner, batch_idx, batch, outputs) -> None:
+        if self.done or not runner.dist.is_main:
+            return
+        from .plots import plot_preview
+        meta = runner.meta
+        mean = torch.tensor(meta.mean).reshape(1, -1, 1, 1)
+        std = torch.tensor(meta.std).reshape(1, -1, 1, 1)
+        x = outputs["inputs"][: self.count].detach().float().cpu() * std + mean
+        images = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        path = files.out(runner.cfg, files.DATA_PREVIEW)
+        plot_preview(images, [_title(t, meta.class_names) for t in outputs["targets"][: self.count].cpu()], path)
+        log.info("wrote %s", path)
+        self.done = True
+
+    def state_dict(self) -> dict:
+        return {"done": self.done}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.done = state["done"]
+
+
+def _title(target: torch.Tensor, classes: List[str]) -> str:
+    """A class name, or the two largest shares of a soft (mixed) target."""
+    if not target.is_floating_point():
+        return classes[int(target)]
+    share, index = target.topk(2)
+    if share[1] < 0.05:  # smoothing only: one class
+        return classes[int(index[0])]
+    return "\n".join(f"{classes[int(i)]} {float(p):.2f}" for p, i in zip(share, index))
+
+
+@register_hook
 class ReportHook(Hook):
     """Writes ``save_dir/report.html`` when training ends (rank 0); evaluate updates it."""
 

@@ -1,6 +1,7 @@
 """Loss registry: ``CE``, ``Focalloss-<gamma>`` and ``BCE``, built on torch's losses.
 
-Every loss takes the config's ``label_smooth`` and ``class_weight`` into account.
+Every loss takes the config's ``label_smooth`` and ``class_weight`` into account, and accepts soft targets (class
+probabilities, as mixup and cutmix make) as well as class indices.
 """
 from typing import List, Optional
 
@@ -11,6 +12,13 @@ import torch.nn.functional as F
 from .specs import Arg, Registry
 
 LOSSES = Registry("loss")
+
+
+def soft_targets(target: torch.Tensor, classes: int, smoothing: float) -> torch.Tensor:
+    """Class probabilities: ``target`` itself when already soft (mixup / cutmix), else smoothed one-hot labels."""
+    if target.is_floating_point():
+        return target.float()
+    return F.one_hot(target, classes).float() * (1 - smoothing) + smoothing / classes
 
 
 class FocalLoss(nn.Module):
@@ -24,8 +32,7 @@ class FocalLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         log_p = F.log_softmax(logits.float(), dim=1)
-        soft = F.one_hot(target, logits.shape[1]).float()
-        soft = soft * (1 - self.label_smoothing) + self.label_smoothing / logits.shape[1]
+        soft = soft_targets(target, logits.shape[1], self.label_smoothing)
         loss = -(soft * (1 - log_p.exp()) ** self.gamma * log_p)
         if self.weight is not None:
             loss = loss * self.weight
@@ -41,8 +48,10 @@ class OneHotBCE(nn.Module):
         self.register_buffer("weight", weight)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        soft = F.one_hot(target, logits.shape[1]).float()
-        soft = soft * (1 - self.label_smoothing) + self.label_smoothing / 2
+        if target.is_floating_point():  # already soft (mixup / cutmix), smoothing folded in
+            soft = target.float()
+        else:
+            soft = F.one_hot(target, logits.shape[1]).float() * (1 - self.label_smoothing) + self.label_smoothing / 2
         return F.binary_cross_entropy_with_logits(logits.float(), soft, weight=self.weight)
 
 

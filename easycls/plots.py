@@ -100,3 +100,17 @@ def plot_reliability(probs: np.ndarray, labels: np.ndarray, temperature: float, 
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def plot_preview(images: np.ndarray, titles: List[str], path: str, columns: int = 8) -> None:
+    """A grid of uint8 ``(N, H, W, C)`` images, each with its title."""
+    rows = -(-len(images) // columns)
+    fig = _figure((columns * 1.3, rows * 1.5))
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, title in zip(axes, images, titles):
+        ax.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=255)
+        ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

@@ -39,14 +39,14 @@ class ModelRunner:
 
     def __init__(self, model: nn.Module, meta: ModelMeta, cfg: dict, device: torch.device, *,
                  optimizer: torch.optim.Optimizer, scheduler, loss_fn: nn.Module, preprocess: Preprocessor,
-                 hooks: Sequence[Hook] = (), dist: Optional[DistInfo] = None):
+                 hooks: Sequence[Hook] = (), dist: Optional[DistInfo] = None, mix=None):
         self.model = self.eval_model = model
         self.meta, self.cfg, self.device = meta, cfg, device
         self.optimizer, self.scheduler, self.loss_fn, self.preprocess = optimizer, scheduler, loss_fn, preprocess
         self.hooks = HookList(hooks)
         self.dist = dist or DistInfo()
         self.stepper = GradientStep(optimizer, loss_fn, device, resolve_amp(cfg["amp"], device),
-                                    cfg["accumulate_steps"], cfg["clip_gradient"])
+                                    cfg["accumulate_steps"], cfg["clip_gradient"], mix)
         self.monitor, self.max_epochs = cfg["monitor"], cfg["epochs"]
         self.epoch = self.start_epoch = self.train_batches = 0
         self.history: List[dict] = []
@@ -115,6 +115,7 @@ class ModelRunner:
             x = self.preprocess(batch.images, train=True)
             y = batch.labels.to(self.device, non_blocking=True)
             outputs = self.stepper(self._net, x, y, step, batches, epoch)
+            y = outputs["labels"]  # accuracy against each image's own label, also when mixing
             self._sums += torch.stack([outputs["loss"].float() * len(y), (outputs["logits"].argmax(1) == y).sum()])
             self._count += len(y)
             self.call_hook("after_train_iter", step, batch, outputs)

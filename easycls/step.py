@@ -2,7 +2,7 @@
 and the guard against non-finite losses, in the order backward -> unscale_ -> clip -> step -> update -> zero_grad.
 """
 from contextlib import nullcontext
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -22,8 +22,9 @@ class GradientStep:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, device: torch.device,
-                 amp_dtype: Optional[torch.dtype] = None, accumulate: int = 1, clip: float = 0.0):
-        self.optimizer, self.loss_fn, self.device = optimizer, loss_fn, device
+                 amp_dtype: Optional[torch.dtype] = None, accumulate: int = 1, clip: float = 0.0,
+                 mix: Optional[Callable] = None):
+        self.optimizer, self.loss_fn, self.device, self.mix = optimizer, loss_fn, device, mix
         self.amp_dtype, self.accumulate, self.clip = amp_dtype, accumulate, clip
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.steps = 0
@@ -31,7 +32,13 @@ class GradientStep:
 
     def __call__(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_idx: int = 0, batches: int = 1,
                  epoch: int = 0) -> dict:
-        """Train on one batch; return ``loss``, ``logits`` (detached), ``labels`` and ``stepped``."""
+        """Train on one batch; return ``loss``, ``logits`` (detached), ``labels`` and ``inputs`` (the batch as the
+        network saw it), ``targets`` (what the loss saw: soft when mixing) and ``stepped``."""
+        target = y
+        if self.mix is not None:
+            if len(x) % 2:  # timm's Mixup pairs images: an odd last image sits this batch out
+                x, y = x[:-1], y[:-1]
+            x, target = self.mix(x, y)
         start = batch_idx - batch_idx % self.accumulate
         group = min(self.accumulate, batches - start)
         last = batch_idx + 1 >= start + group
@@ -39,12 +46,13 @@ class GradientStep:
         with nullcontext() if last or not hasattr(net, "no_sync") else net.no_sync():
             with autocast(self.device, self.amp_dtype):
                 logits = net(x)
-                loss = self.loss_fn(logits, y)
+                loss = self.loss_fn(logits, target)
             self.scaler.scale(loss / group).backward()  # always backward, so DDP ranks stay in step
         if self.amp_dtype is None and not torch.isfinite(loss):
             self._group_finite = False
         stepped = last and self._step(f"epoch {epoch + 1}, step {batch_idx + 1}")
-        return {"loss": loss.detach(), "logits": logits.detach(), "labels": y, "stepped": stepped}
+        return {"loss": loss.detach(), "logits": logits.detach(), "labels": y, "inputs": x, "targets": target,
+                "stepped": stepped}
 
     def _step(self, where: str) -> bool:
         if not self._group_finite:
