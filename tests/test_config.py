@@ -19,10 +19,10 @@ def test_seed_example_config_loads(tmp_path):
     path.write_text(f"cfg = {SEED_EXAMPLE!r}\n")
     cfg = load_config(str(path))
     assert cfg["model_name"] == "mobilenetv3" and cfg["scheduler"] == "default-0.1-3"
-    assert "show_data" not in cfg  # not-built keys are accepted while off, then dropped
+    assert "use_distill" not in cfg  # not-built keys are accepted while off, then dropped
 
 
-@pytest.mark.parametrize("key", ["show_data", "mixup", "use_distill", "sample_weights"])
+@pytest.mark.parametrize("key", ["use_distill", "sample_weights"])
 def test_not_built_key_turned_on_is_rejected_by_name(key):
     with pytest.raises(ConfigError, match=f"'{key}'.*not supported"):
         validate({**defaults(), key: True})
