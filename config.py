@@ -57,7 +57,8 @@ cfg = dict(
     warmup_epoch=0,              # linear learning-rate warm-up epochs
     loss="CE",                   # CE, Focalloss-2, BCE
     label_smooth=0.0,            # label smoothing in [0, 1)
-    class_weight=None,           # None or one weight per class
+    class_weight=None,           # None, 'balanced' (n / (classes x count)) or one weight per class
+    sample_weights=None,         # None, 'balanced' (classes drawn equally often) or a CSV of image_id,weight
     clip_gradient=0,             # 0 = off; else the max gradient norm
     accumulate_steps=1,          # step the optimizer every N batches (effective batch = N x batch_size)
     ema=False,                   # validate, save best.pth and predict with an EMA of the weights (timm ModelEmaV3)

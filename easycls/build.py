@@ -6,6 +6,7 @@ import logging
 import os
 from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn as nn
 from sklearn.model_selection import StratifiedKFold
@@ -13,7 +14,7 @@ from sklearn.model_selection import StratifiedKFold
 from .checkpoints import ModelMeta
 from .config import MONITORS, image_size
 from .data import (BatchAugment, EpochSampler, FileDataset, MemoryLoader, Preprocessor, Samples, StreamLoader,
-                   decode_all, scan_labelled)
+                   decode_all, sample_weights, scan_labelled)
 from .device import check_gpu_id, select_device
 from .distributed import DistInfo
 from .errors import ConfigError, DataError
@@ -61,6 +62,8 @@ def train_val_samples(cfg: dict) -> Tuple[Samples, Samples]:
     if len(train.classes) != cfg["class_number"]:
         raise DataError(f"class_number is {cfg['class_number']} but {cfg['train_path']} has "
                         f"{len(train.classes)} class folders: {train.classes}")
+    if cfg["sample_weights"]:  # on the whole folder, before any split: subsets keep them aligned
+        train.weights = sample_weights(train, cfg["sample_weights"], cfg["train_path"])
     if cfg["val_path"]:
         val = scan_labelled(cfg["val_path"], train.classes)
     else:
@@ -87,7 +90,7 @@ def make_loader(samples: Samples, cfg: dict, batch_size: int, train: bool, dist:
     if ram:
         images, samples = decode_all(samples, cfg["channels"], size, workers)
     sampler = EpochSampler(len(samples.paths), shuffle=train, seed=cfg["random_seed"], rank=dist.rank,
-                           world=dist.world, even=train)
+                           world=dist.world, even=train, weights=samples.weights if train else None)
     drop_last = train and len(sampler) > batch_size  # a last batch of 1 breaks BatchNorm
     if ram:
         return MemoryLoader(images, samples.labels, batch_size, sampler, drop_last)
@@ -152,6 +155,19 @@ def build_hooks(cfg: dict) -> List[Hook]:
     return hooks + [build_hook(item) for item in cfg["custom_hooks"]]
 
 
+def class_weights(cfg: dict, train_labels: Optional[Sequence[int]]) -> Optional[List[float]]:
+    """The loss weights: ``class_weight`` as given, or ``'balanced'``: n / (classes x count), as scikit-learn's."""
+    if cfg["class_weight"] != "balanced":
+        return cfg["class_weight"]
+    if train_labels is None:
+        raise ConfigError("class_weight='balanced' needs the training labels (build_runner(train_labels=...))")
+    from sklearn.utils.class_weight import compute_class_weight
+    classes = np.arange(cfg["class_number"])
+    present = np.unique(train_labels)
+    weights = dict(zip(present, compute_class_weight("balanced", classes=present, y=np.asarray(train_labels))))
+    return [float(weights.get(c, 0.0)) for c in classes]
+
+
 def build_mixup(cfg: dict, classes: int):
     """timm's Mixup for ``mixup`` / ``cutmix`` (True: timm's usual alphas 0.8 and 1.0), or None when both are off."""
     alpha = {"mixup": 0.8, "cutmix": 1.0}
@@ -165,8 +181,9 @@ def build_mixup(cfg: dict, classes: int):
 
 def build_runner(cfg: dict, model: nn.Module, meta: ModelMeta, dist: Optional[DistInfo] = None,
                  device: Optional[torch.device] = None, loss_fn: Optional[nn.Module] = None,
-                 hooks: Optional[Sequence[Hook]] = None) -> ModelRunner:
-    """The runner with every training part the config names; ``loss_fn`` and ``hooks`` replace the config's."""
+                 hooks: Optional[Sequence[Hook]] = None, train_labels: Optional[Sequence[int]] = None) -> ModelRunner:
+    """The runner with every training part the config names; ``loss_fn`` and ``hooks`` replace the config's.
+    ``train_labels`` feed ``class_weight='balanced'``."""
     dist = dist or DistInfo()
     device = device or select_device(cfg, dist)
     model = place_model(model, cfg, device, dist)
@@ -175,7 +192,7 @@ def build_runner(cfg: dict, model: nn.Module, meta: ModelMeta, dist: Optional[Di
                                  MONITORS[cfg["monitor"]])
     mix = build_mixup(cfg, len(meta.class_names))
     smoothing = 0.0 if mix else cfg["label_smooth"]  # mixing folds the smoothing into its soft targets
-    loss_fn = loss_fn or create_loss(cfg["loss"], smoothing, cfg["class_weight"])
+    loss_fn = loss_fn or create_loss(cfg["loss"], smoothing, class_weights(cfg, train_labels))
     augment = None if cfg["augment"] == "none" else BatchAugment(cfg["augment"], cfg["hflip"])
     preprocess = Preprocessor(meta.mean, meta.std, meta.channels, device, cfg["channels_last"], augment)
     return ModelRunner(model, meta, cfg, device, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn.to(device),

@@ -151,7 +151,7 @@ def train_one(cfg: dict) -> int:
         start_log_file(cfg["save_dir"], files.LOGS["train"])
         run_audit(_audit_splits(cfg), os.path.join(cfg["save_dir"], "audit"), max(1, cfg["num_workers"]))
     train_loader, val_loader, meta.class_names = build.build_train_loaders(cfg, dist)
-    runner = build.build_runner(cfg, model, meta, dist)
+    runner = build.build_runner(cfg, model, meta, dist, train_labels=loader_labels(train_loader))
     if cfg["lr_find"]:
         return _lr_find(runner, train_loader, cfg, dist)
     if resume:

@@ -150,7 +150,10 @@ SCHEMA: Dict[str, Key] = {
     "warmup_epoch": Key(0, _int_ge(0), "an integer >= 0"),
     "loss": Key("CE", _spec("loss"), "a loss spec"),
     "label_smooth": Key(0.0, _float_in(0, 1), "a float in [0, 1)"),
-    "class_weight": Key(None, _floats_or_none, "None or a list of class_number floats"),
+    "class_weight": Key(None, lambda v: v == "balanced" or _floats_or_none(v),
+                        "None, 'balanced' (n / (classes x count)) or a list of class_number floats"),
+    "sample_weights": Key(None, lambda v: v is None or isinstance(v, str),
+                          "None, 'balanced' (each class drawn equally often) or a CSV of image_id,weight"),
     "clip_gradient": Key(0, lambda v: _num(v) and v >= 0, "0 (off) or a max gradient norm > 0"),
     "accumulate_steps": Key(1, _int_ge(1), "an integer >= 1 (batches per optimizer step)"),
     "ema": Key(False, _is(bool), BOOL),
@@ -191,7 +194,6 @@ SCHEMA: Dict[str, Key] = {
 # Seed keys whose feature is not built: accepted while off, rejected by name when turned on.
 NOT_BUILT = {
     "use_distill": "knowledge distillation is not built",
-    "sample_weights": "weighted sampling is not built; use class_weight",
 }
 
 
@@ -228,7 +230,7 @@ def validate(cfg: dict) -> dict:
 
 def _check_relations(cfg: dict) -> None:
     weights = cfg.get("class_weight")
-    if weights is not None and len(weights) != cfg["class_number"]:
+    if isinstance(weights, (list, tuple)) and len(weights) != cfg["class_number"]:
         raise ConfigError(f"class_weight has {len(weights)} values but class_number is {cfg['class_number']}")
     for key in ("val_fold", "start_fold"):
         if cfg[key] is not None and cfg[key] >= cfg["k_flod"]:
@@ -236,6 +238,9 @@ def _check_relations(cfg: dict) -> None:
     for key in ("mean", "std"):
         if cfg[key] is not None and len(cfg[key]) not in (1, cfg["channels"]):
             raise ConfigError(f"'{key}' has {len(cfg[key])} values; give 1 or channels={cfg['channels']}")
+    if cfg["sample_weights"] not in (None, "", "balanced") and not os.path.isfile(cfg["sample_weights"]):
+        raise ConfigError(f"sample_weights file not found: {cfg['sample_weights']}; give None, 'balanced' or a CSV "
+                          f"of image_id,weight")
     if cfg["label_type"] == "CSV":
         raise ConfigError("label_type='CSV' (labels from label_path) is not built yet; use class folders "
                           "(label_type='DIR')")

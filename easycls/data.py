@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -34,14 +35,52 @@ class Batch(NamedTuple):
 
 @dataclass
 class Samples:
-    """Image paths with integer labels (``-1`` when unlabelled) and the class names they index."""
+    """Image paths with integer labels (``-1`` when unlabelled), the class names they index, and optional sampling
+    weights (``sample_weights``), which subsets keep aligned."""
 
     paths: List[str]
     labels: List[int]
     classes: List[str]
+    weights: Optional[List[float]] = None
 
     def subset(self, keep: Sequence[int]) -> "Samples":
-        return Samples([self.paths[i] for i in keep], [self.labels[i] for i in keep], self.classes)
+        weights = None if self.weights is None else [self.weights[i] for i in keep]
+        return Samples([self.paths[i] for i in keep], [self.labels[i] for i in keep], self.classes, weights)
+
+
+def image_ids(paths, root: str):
+    """Paths relative to ``root`` with forward slashes (the paths come from walking ``root``)."""
+    prefix = os.path.join(root, "")
+    return [(p[len(prefix):] if p.startswith(prefix) else os.path.relpath(p, root)).replace(os.sep, "/")
+            for p in paths]
+
+
+def sample_weights(samples: Samples, spec, root: str) -> List[float]:
+    """Per-image sampling weights: ``'balanced'`` (inverse class frequency) or a CSV of ``image_id,weight`` with ids
+    relative to ``root``, as in pre.csv. Every image needs one weight >= 0; errors name the rows."""
+    if spec == "balanced":
+        counts = np.bincount(samples.labels, minlength=len(samples.classes))
+        return [1.0 / counts[label] for label in samples.labels]
+    table = pd.read_csv(spec, dtype={"image_id": str})
+    if list(table.columns[:2]) != ["image_id", "weight"]:
+        raise DataError(f"{spec} must have the columns image_id,weight; it has {list(table.columns)}")
+    weights = pd.to_numeric(table["weight"], errors="coerce")
+    bad = table["image_id"][~(weights >= 0)].tolist()  # NaN, text and negative weights
+    ids = image_ids(samples.paths, root)
+    known = set(ids)
+    unknown = [i for i in table["image_id"] if i not in known]
+    missing = sorted(known - set(table["image_id"]))
+    duplicated = table["image_id"][table["image_id"].duplicated()].tolist()
+    for problem, rows in (("weights that are not numbers >= 0", bad), ("ids not under " + root, unknown),
+                          ("duplicated ids", duplicated), ("no row for these images", missing)):
+        if rows:
+            raise DataError(f"sample_weights {spec}: {problem}: {', '.join(map(str, rows[:5]))}"
+                            + (f" and {len(rows) - 5} more" if len(rows) > 5 else ""))
+    by_id = dict(zip(table["image_id"], weights))
+    result = [float(by_id[i]) for i in ids]
+    if not any(result):
+        raise DataError(f"sample_weights {spec}: every weight is 0")
+    return result
 
 
 def class_folders(root: str) -> List[str]:
@@ -166,21 +205,32 @@ def epoch_order(n: int, shuffle: bool, seed: int, epoch: int, rank: int = 0, wor
 
 
 class EpochSampler(Sampler):
-    """A Sampler over :func:`epoch_order`; call ``set_epoch`` before each epoch."""
+    """A Sampler over :func:`epoch_order`; call ``set_epoch`` before each epoch.
 
-    def __init__(self, n: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1, even: bool = False):
+    With ``weights`` it draws the epoch's images with replacement in proportion to them instead (an image of weight
+    0 is never drawn); each rank draws its own share, seeded by seed, epoch and rank, so the epoch keeps its length.
+    """
+
+    def __init__(self, n: int, shuffle: bool, seed: int = 0, rank: int = 0, world: int = 1, even: bool = False,
+                 weights: Optional[Sequence[float]] = None):
         self.n, self.shuffle, self.seed, self.rank, self.world, self.even = n, shuffle, seed, rank, world, even
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
+        if self.weights is not None:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1_009 + self.rank)
+            return iter(torch.multinomial(self.weights, len(self), replacement=True, generator=generator).tolist())
         return iter(epoch_order(self.n, self.shuffle, self.seed, self.epoch, self.rank, self.world, self.even)
                     .tolist())
 
     def __len__(self) -> int:
-        return math.ceil(self.n / self.world) if self.even else len(range(self.rank, self.n, self.world))
+        if self.even or self.weights is not None:
+            return math.ceil(self.n / self.world)
+        return len(range(self.rank, self.n, self.world))
 
 
 class MemoryLoader:

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from . import files
 from .checkpoints import save_json
-from .data import FileDataset
+from .data import FileDataset, image_ids
 from .inference import inference_loader
 from .plots import plot_confusion
 
@@ -60,13 +60,6 @@ def _csv_rows(rows) -> bytes:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue().encode("utf-8")
-
-
-def image_ids(paths, root: str):
-    """Paths relative to ``root`` with forward slashes (the paths come from walking ``root``)."""
-    prefix = os.path.join(root, "")
-    return [(p[len(prefix):] if p.startswith(prefix) else os.path.relpath(p, root)).replace(os.sep, "/")
-            for p in paths]
 
 
 def write_predictions(model, samples, cfg: dict, out_path: str, progress: bool = True):

@@ -22,7 +22,7 @@ def test_seed_example_config_loads(tmp_path):
     assert "use_distill" not in cfg  # not-built keys are accepted while off, then dropped
 
 
-@pytest.mark.parametrize("key", ["use_distill", "sample_weights"])
+@pytest.mark.parametrize("key", ["use_distill"])
 def test_not_built_key_turned_on_is_rejected_by_name(key):
     with pytest.raises(ConfigError, match=f"'{key}'.*not supported"):
         validate({**defaults(), key: True})
