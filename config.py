@@ -35,8 +35,9 @@ cfg = dict(
     try_to_train_items=0,        # 0 = all images; N = use N train and N val images (smoke runs)
     cache="auto",                # 'auto': decode once into RAM when it fits cache_mb; 'ram'; 'none' (stream)
     cache_mb=4096,               # RAM budget for decoded images, in MB
-    label_type="DIR",            # 'DIR' = labels from the class folders ('CSV' from label_path: not built yet)
-    label_path="",               # CSV of image_id,label (with label_type='CSV')
+    label_type="DIR",            # 'DIR' = labels from the class folders; 'CSV' = from label_path
+    label_path="",               # CSV of image_id,label[,split] (ids relative to train_path) for label_type='CSV'
+    val_fraction=0.1,            # label_type='CSV', no split column, val_path '': the share held out as val
     audit=False,                 # check the dataset (counts, unreadable files, duplicates) before training
 
     # --- model

@@ -11,10 +11,11 @@ import torch
 import torch.nn as nn
 from sklearn.model_selection import StratifiedKFold
 
+from . import files
 from .checkpoints import ModelMeta
 from .config import MONITORS, image_size
 from .data import (BatchAugment, EpochSampler, FileDataset, MemoryLoader, Preprocessor, Samples, StreamLoader,
-                   decode_all, sample_weights, scan_labelled)
+                   decode_all, read_label_csv, sample_weights, scan_labelled)
 from .device import check_gpu_id, select_device
 from .distributed import DistInfo
 from .errors import ConfigError, DataError
@@ -56,14 +57,48 @@ def _limit(samples: Samples, count: int, seed: int) -> Samples:
     return samples.subset(sorted(order.tolist()))
 
 
-def train_val_samples(cfg: dict) -> Tuple[Samples, Samples]:
-    """Scan train and val folders (or split a k-fold val from train); check ``class_number``."""
-    train = scan_labelled(cfg["train_path"], cfg["class_names"] or None)
-    if len(train.classes) != cfg["class_number"]:
+def _checked(samples: Samples, cfg: dict, what: str) -> Samples:
+    """Check ``class_number``; attach ``sample_weights`` to the whole set, before any split (subsets keep them)."""
+    if len(samples.classes) != cfg["class_number"]:
         raise DataError(f"class_number is {cfg['class_number']} but {cfg['train_path']} has "
-                        f"{len(train.classes)} class folders: {train.classes}")
-    if cfg["sample_weights"]:  # on the whole folder, before any split: subsets keep them aligned
-        train.weights = sample_weights(train, cfg["sample_weights"], cfg["train_path"])
+                        f"{len(samples.classes)} {what}: {samples.classes}")
+    if cfg["sample_weights"]:
+        samples.weights = sample_weights(samples, cfg["sample_weights"], cfg["train_path"])
+    return samples
+
+
+def csv_split(cfg: dict) -> Tuple[Samples, Samples]:
+    """label_type='CSV': labels from ``label_path``; val from its split column, else ``val_path`` (class folders),
+    else a seeded stratified ``val_fraction`` of it; ``save_dir/split.csv`` from an earlier run wins on resume."""
+    saved = files.out(cfg, files.SPLIT)
+    source = saved if cfg["resume"] and os.path.isfile(saved) else cfg["label_path"]
+    samples, split = read_label_csv(source, cfg["train_path"], cfg["class_names"] or None)
+    samples = _checked(samples, cfg, "labels in " + source)
+    if split is None and cfg["val_path"]:
+        return samples, scan_labelled(cfg["val_path"], samples.classes)
+    if split is None:
+        from sklearn.model_selection import train_test_split
+        train_idx, val_idx = train_test_split(np.arange(len(samples.paths)), test_size=cfg["val_fraction"],
+                                              random_state=cfg["random_seed"], stratify=samples.labels)
+        split = ["val" if i in set(val_idx) else "train" for i in range(len(samples.paths))]
+    pick = lambda name: [i for i, s in enumerate(split) if s == name]  # noqa: E731
+    return samples.subset(pick("train")), samples.subset(pick("val"))
+
+
+def train_val_samples(cfg: dict) -> Tuple[Samples, Samples]:
+    """Scan train and val folders (or split a k-fold val from train), or read a labels CSV; check
+    ``class_number``."""
+    if cfg["label_type"] == "CSV":
+        train, val = csv_split(cfg)
+    else:
+        train, val = folder_split(cfg)
+    items = cfg["try_to_train_items"]
+    return _limit(train, items, cfg["random_seed"]), _limit(val, items, cfg["random_seed"])
+
+
+def folder_split(cfg: dict) -> Tuple[Samples, Samples]:
+    """Class folders: ``val_path``, or fold ``val_fold`` of ``train_path``."""
+    train = _checked(scan_labelled(cfg["train_path"], cfg["class_names"] or None), cfg, "class folders")
     if cfg["val_path"]:
         val = scan_labelled(cfg["val_path"], train.classes)
     else:
@@ -71,8 +106,7 @@ def train_val_samples(cfg: dict) -> Tuple[Samples, Samples]:
         train_idx, val_idx = list(folds.split(train.paths, train.labels))[cfg["val_fold"]]
         train, val = train.subset(train_idx), train.subset(val_idx)
         log.info("val_path is '': using fold %d of %d from train as val", cfg["val_fold"], cfg["k_flod"])
-    items = cfg["try_to_train_items"]
-    return _limit(train, items, cfg["random_seed"]), _limit(val, items, cfg["random_seed"])
+    return train, val
 
 
 def use_ram_cache(cfg: dict, n_images: int) -> bool:
@@ -93,7 +127,7 @@ def make_loader(samples: Samples, cfg: dict, batch_size: int, train: bool, dist:
                            world=dist.world, even=train, weights=samples.weights if train else None)
     drop_last = train and len(sampler) > batch_size  # a last batch of 1 breaks BatchNorm
     if ram:
-        return MemoryLoader(images, samples.labels, batch_size, sampler, drop_last)
+        return MemoryLoader(images, samples, batch_size, sampler, drop_last)
     return StreamLoader(FileDataset(samples, cfg["channels"], size), batch_size, sampler, workers, drop_last)
 
 

@@ -14,15 +14,15 @@ import torch
 from . import files
 from .audit import run_audit
 from .calibration import calibration_report
-from .checkpoints import save_json
+from .checkpoints import atomic_write, save_json
 from .config import load_config, plain
-from .data import class_folders, loader_labels, scan_labelled, scan_unlabelled
+from .data import class_folders, image_ids, loader_labels, read_label_csv, scan_labelled, scan_unlabelled
 from .distributed import init_from_env, shutdown
 from .errors import ConfigError, DataError, exit_code
 from .inference import InferenceModel, checkpoint_path, inference_loader, load_predictor
 from .interrupts import TrainingInterrupted
 from .metrics import format_report
-from .outputs import (evaluation_heatmaps, image_ids, write_errors, write_eval_outputs, write_heatmaps,
+from .outputs import (evaluation_heatmaps, write_errors, write_eval_outputs, write_heatmaps,
                       write_predictions)
 from .plots import plot_reliability
 from .tracking import CheckpointSaver
@@ -111,7 +111,7 @@ def _resume_path(cfg: dict) -> str:
 
 
 def train(cfg: dict) -> int:
-    if not cfg["val_path"] and cfg["val_fold"] is None:
+    if not cfg["val_path"] and cfg["val_fold"] is None and cfg["label_type"] == "DIR":
         return train_folds(cfg)
     return train_one(cfg)
 
@@ -167,6 +167,8 @@ def train_one(cfg: dict) -> int:
             CheckpointSaver(cfg["save_dir"]).remove_stale()
         _save_config(cfg)
         _save_data_summary(cfg, meta.class_names, train_loader, val_loader)
+        if cfg["label_type"] == "CSV":
+            _save_split(cfg, meta.class_names, train_loader, val_loader)
     log.info("model %s on %s%s, %d epochs, effective batch size %d (%d per process x %d%s)", meta.model_name,
              runner.device, f" x{dist.world} processes" if dist.enabled else "", cfg["epochs"],
              cfg["batch_size"] * dist.world * cfg["accumulate_steps"], cfg["batch_size"], dist.world,
@@ -214,6 +216,17 @@ def _save_data_summary(cfg: dict, classes, train_loader, val_loader) -> None:
     save_json({"class_counts": counts}, files.out(cfg, files.DATA_JSON))
 
 
+def _save_split(cfg: dict, classes, train_loader, val_loader) -> None:
+    """``split.csv`` (image_id,label,split) of a labels-CSV run: resume and evaluate reuse it."""
+    rows = []
+    for split, loader in (("train", train_loader), ("val", val_loader)):
+        samples = loader.samples
+        rows += [(i, classes[label], split) for i, label in zip(image_ids(samples.paths, cfg["train_path"]),
+                                                                samples.labels)]
+    frame = pd.DataFrame(rows, columns=["image_id", "label", "split"])
+    atomic_write(files.out(cfg, files.SPLIT), lambda tmp: frame.to_csv(tmp, index=False))
+
+
 def _save_config(cfg: dict) -> None:
     if cfg["cfg_verbose"]:
         log.info("config:\n%s", "\n".join(f"  {k} = {v!r}" for k, v in cfg.items()))
@@ -235,14 +248,29 @@ def train_main(argv=None) -> int:
 
 
 # ----------------------------------------------------------------------------- evaluate
+def evaluation_samples(cfg: dict, classes):
+    """The labelled images to score and where they are: class folders under eval_path (or test_path); with
+    label_type='CSV', label_path's rows under eval_path, or else the val rows of save_dir/split.csv."""
+    if cfg["label_type"] == "CSV":
+        if cfg["eval_path"]:
+            return read_label_csv(cfg["label_path"], cfg["eval_path"], classes)[0], cfg["eval_path"]
+        saved = files.out(cfg, files.SPLIT)
+        if not os.path.isfile(saved):
+            raise ConfigError(f"label_type='CSV' without eval_path scores the val rows of {saved}, which does not "
+                              f"exist; train first or set eval_path")
+        samples, split = read_label_csv(saved, cfg["train_path"], classes)
+        return samples.subset([i for i, s in enumerate(split) if s == "val"]), f"{saved} (val rows)"
+    path = cfg["eval_path"] or cfg["test_path"]
+    try:
+        return scan_labelled(path, classes), path
+    except DataError as exc:
+        raise DataError(f"{exc}. evaluate needs a labelled class-folder dataset: set eval_path") from None
+
+
 def evaluate(cfg: dict) -> int:
     setup_logging()
     model = load_predictor(cfg)
-    path = cfg["eval_path"] or cfg["test_path"]
-    try:
-        samples = scan_labelled(path, model.meta.class_names)
-    except DataError as exc:
-        raise DataError(f"{exc}. evaluate needs a labelled class-folder dataset: set eval_path") from None
+    samples, path = evaluation_samples(cfg, model.meta.class_names)
     start_log_file(cfg["save_dir"], files.LOGS["evaluate"])
     started = time.time()
     result = model.evaluate(inference_loader(samples, model, cfg))

@@ -130,8 +130,10 @@ SCHEMA: Dict[str, Key] = {
     "cache": Key("auto", _choice("auto", "ram", "none"), "'auto', 'ram' or 'none'"),
     "cache_mb": Key(4096, _int_ge(1), "a positive number of megabytes"),
     "audit": Key(False, _is(bool), BOOL),
-    "label_type": Key("DIR", _choice("DIR", "CSV"), "'DIR' (one sub-folder per class) or 'CSV'"),
-    "label_path": Key("", _is(str), "'' or a CSV file of image_id,label (read when label_type is 'CSV')"),
+    "label_type": Key("DIR", _choice("DIR", "CSV"), "'DIR' (one sub-folder per class) or 'CSV' (label_path)"),
+    "label_path": Key("", _is(str), "'' or a CSV file of image_id,label[,split] (read when label_type is 'CSV')"),
+    "val_fraction": Key(0.1, _float_in(0, 1), "a float in (0, 1): the share held out as val from a labels CSV "
+                                              "without a split column, when val_path is ''"),
     # model
     "pretrained": Key("", lambda v: isinstance(v, (bool, str)),
                       "'' (none), True (the model's hub weights), 'hf-hub:org/name', a torchvision weights name such "
@@ -241,9 +243,9 @@ def _check_relations(cfg: dict) -> None:
     if cfg["sample_weights"] not in (None, "", "balanced") and not os.path.isfile(cfg["sample_weights"]):
         raise ConfigError(f"sample_weights file not found: {cfg['sample_weights']}; give None, 'balanced' or a CSV "
                           f"of image_id,weight")
-    if cfg["label_type"] == "CSV":
-        raise ConfigError("label_type='CSV' (labels from label_path) is not built yet; use class folders "
-                          "(label_type='DIR')")
+    if cfg["label_type"] == "CSV" and not os.path.isfile(cfg["label_path"]):
+        raise ConfigError(f"label_type='CSV' needs label_path, a CSV of image_id,label[,split]; "
+                          f"not found: {cfg['label_path']!r}")
     if cfg["tensorboard"]:
         from .hooks import require_tensorboard
         require_tensorboard()

@@ -55,6 +55,33 @@ def image_ids(paths, root: str):
             for p in paths]
 
 
+def _name_rows(what: str, rows: List[str]) -> str:
+    return f"{what}: {', '.join(map(str, rows[:5]))}" + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+
+
+def read_label_csv(csv_path: str, root: str, classes: Optional[List[str]] = None):
+    """Samples from a CSV of ``image_id,label`` (optionally ``split``: train or val) with ids relative to ``root``,
+    and the split column (None without one). Classes are the sorted labels unless ``classes`` fixes them."""
+    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    if list(table.columns[:2]) != ["image_id", "label"]:
+        raise DataError(f"{csv_path} must start with the columns image_id,label; it has {list(table.columns)}")
+    classes = list(classes) if classes else sorted(set(table["label"]))
+    problems = [("duplicated ids", table["image_id"][table["image_id"].duplicated()].tolist()),
+                ("labels that are not classes " + str(classes), table["image_id"][~table["label"].isin(classes)]
+                 .tolist()),
+                ("missing image files under " + root,
+                 [i for i in table["image_id"] if not os.path.isfile(os.path.join(root, i))])]
+    if "split" in table:
+        problems.append(("a split other than train or val", table["image_id"][~table["split"].isin(["train", "val"])]
+                         .tolist()))
+    for what, rows in problems:
+        if rows:
+            raise DataError(f"label_path {csv_path}: " + _name_rows(what, rows))
+    samples = Samples([os.path.join(root, i) for i in table["image_id"]], [classes.index(c) for c in table["label"]],
+                      classes)
+    return samples, (table["split"].tolist() if "split" in table else None)
+
+
 def sample_weights(samples: Samples, spec, root: str) -> List[float]:
     """Per-image sampling weights: ``'balanced'`` (inverse class frequency) or a CSV of ``image_id,weight`` with ids
     relative to ``root``, as in pre.csv. Every image needs one weight >= 0; errors name the rows."""
@@ -74,8 +101,7 @@ def sample_weights(samples: Samples, spec, root: str) -> List[float]:
     for problem, rows in (("weights that are not numbers >= 0", bad), ("ids not under " + root, unknown),
                           ("duplicated ids", duplicated), ("no row for these images", missing)):
         if rows:
-            raise DataError(f"sample_weights {spec}: {problem}: {', '.join(map(str, rows[:5]))}"
-                            + (f" and {len(rows) - 5} more" if len(rows) > 5 else ""))
+            raise DataError(f"sample_weights {spec}: " + _name_rows(problem, rows))
     by_id = dict(zip(table["image_id"], weights))
     result = [float(by_id[i]) for i in ids]
     if not any(result):
@@ -185,8 +211,7 @@ class FailureLog:
 
 def loader_labels(loader) -> List[int]:
     """The labels of every image a training or validation loader serves (in memory or streamed)."""
-    labels = loader.labels if isinstance(loader, MemoryLoader) else loader.dataset.samples.labels
-    return [int(label) for label in labels]
+    return [int(label) for label in loader.samples.labels]
 
 
 def epoch_order(n: int, shuffle: bool, seed: int, epoch: int, rank: int = 0, world: int = 1,
@@ -236,10 +261,10 @@ class EpochSampler(Sampler):
 class MemoryLoader:
     """Batches sliced from an in-memory uint8 tensor: no workers, no per-image Python work."""
 
-    def __init__(self, images: torch.Tensor, labels: Sequence[int], batch_size: int, sampler: EpochSampler,
+    def __init__(self, images: torch.Tensor, samples: Samples, batch_size: int, sampler: EpochSampler,
                  drop_last: bool = False):
-        self.images = images
-        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.images, self.samples = images, samples
+        self.labels = torch.as_tensor(samples.labels, dtype=torch.long)
         self.batch_size, self.sampler, self.drop_last = batch_size, sampler, drop_last
 
     def set_epoch(self, epoch: int) -> None:
@@ -295,6 +320,10 @@ class StreamLoader(DataLoader):
 
     def set_epoch(self, epoch: int) -> None:
         self.sampler.set_epoch(epoch)
+
+    @property
+    def samples(self) -> Samples:
+        return self.dataset.samples
 
 
 class PrefetchLoader:

@@ -126,7 +126,7 @@ def test_evaluate_rejects_unknown_class_folder(trained, tmp_path, capsys):
     ("scheduler=step-4-fast", "bad scheduler spec 'step-4-fast'"),
     ("model_name=resnet5O", "unknown model_name 'resnet5O'; did you mean"),
     ("pretrained='missing.pth'", "pretrained file not found: missing.pth"),
-    ("label_type='CSV'", "label_type='CSV' (labels from label_path) is not built yet"),
+    ("label_type='CSV'", "label_type='CSV' needs label_path, a CSV of image_id,label[,split]; not found: ''"),
 ])
 def test_config_errors_are_one_line_and_write_nothing(tmp_path, override, message):
     result = run_script("train.py", f"save_dir={str(tmp_path / 'never')!r}", override, cwd=tmp_path)

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from conftest import write_images
-from easycls.data import (BatchAugment, FileDataset, MemoryLoader, Preprocessor, EpochSampler, collate,
+from easycls.data import (Samples, BatchAugment, FileDataset, MemoryLoader, Preprocessor, EpochSampler, collate,
                           decode_all, epoch_order, scan_labelled, scan_unlabelled)
 from easycls.errors import DataError
 from easycls.images import read_image
@@ -81,7 +81,8 @@ def test_epoch_order_is_seeded_per_epoch_and_shards_evenly():
 
 def test_memory_loader_batches_and_drop_last():
     images = torch.arange(10, dtype=torch.uint8).reshape(10, 1, 1, 1)
-    loader = MemoryLoader(images, list(range(10)), 4, EpochSampler(10, shuffle=True, seed=0), drop_last=True)
+    samples = Samples([f"{i}.png" for i in range(10)], list(range(10)), [str(i) for i in range(10)])
+    loader = MemoryLoader(images, samples, 4, EpochSampler(10, shuffle=True, seed=0), drop_last=True)
     batches = list(loader)
     assert len(loader) == len(batches) == 2
     for batch in batches:
