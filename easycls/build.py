@@ -15,12 +15,13 @@ from . import files
 from .checkpoints import ModelMeta
 from .config import MONITORS, image_size
 from .data import (BatchAugment, EpochSampler, FileDataset, MemoryLoader, Preprocessor, Samples, StreamLoader,
-                   decode_all, read_label_csv, sample_weights, scan_labelled)
+                   decode_all, scan_labelled)
 from .device import check_gpu_id, select_device
 from .distributed import DistInfo
 from .errors import ConfigError, DataError
 from .hooks import (CalibrationHook, CheckpointHook, DataPreviewHook, EarlyStopHook, EMAHook, FreezeHook, Hook,
                     LoggerHook, ParamSchedulerHook, ReportHook, TensorBoardHook, build_hook)
+from .labels import read_label_csv, sample_weights
 from .losses import create_loss
 from .models import (TV_PREFIX, create_model, hub_weights, is_hub_pretrained, load_pretrained, model_norm,
                      resolve_name)

@@ -16,11 +16,12 @@ from .audit import run_audit
 from .calibration import calibration_report
 from .checkpoints import atomic_write, save_json
 from .config import load_config, plain
-from .data import class_folders, image_ids, loader_labels, read_label_csv, scan_labelled, scan_unlabelled
+from .data import class_folders, image_ids, loader_labels, scan_labelled, scan_unlabelled
 from .distributed import init_from_env, shutdown
 from .errors import ConfigError, DataError, exit_code
 from .inference import InferenceModel, checkpoint_path, inference_loader, load_predictor
 from .interrupts import TrainingInterrupted
+from .labels import read_label_csv
 from .metrics import format_report
 from .outputs import (evaluation_heatmaps, write_errors, write_eval_outputs, write_heatmaps,
                       write_predictions)

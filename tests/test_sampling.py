@@ -8,7 +8,8 @@ import torch
 
 from conftest import cfg_overrides, tiny_cfg
 from easycls.cli import predict_main, train_main
-from easycls.data import EpochSampler, Samples, sample_weights
+from easycls.data import EpochSampler, Samples
+from easycls.labels import sample_weights
 from easycls.errors import DataError
 from test_config import SEED_EXAMPLE
 
