@@ -58,6 +58,10 @@ cfg = dict(
     warmup_epoch=0,              # linear learning-rate warm-up epochs
     loss="CE",                   # CE, Focalloss-2, BCE
     label_smooth=0.0,            # label smoothing in [0, 1)
+    use_distill=0,               # 1 = distil from teacher_path (a checkpoint of this toolkit, same classes)
+    teacher_path="",
+    distill_alpha=0.5,           # weight of the teacher's term
+    distill_temperature=4.0,     # softening temperature
     class_weight=None,           # None, 'balanced' (n / (classes x count)) or one weight per class
     sample_weights=None,         # None, 'balanced' (classes drawn equally often) or a CSV of image_id,weight
     clip_gradient=0,             # 0 = off; else the max gradient norm

@@ -17,6 +17,7 @@ from .config import MONITORS, image_size
 from .data import (BatchAugment, EpochSampler, FileDataset, MemoryLoader, Preprocessor, Samples, StreamLoader,
                    decode_all, scan_labelled)
 from .device import check_gpu_id, select_device
+from .distill import load_teacher
 from .distributed import DistInfo
 from .errors import ConfigError, DataError
 from .hooks import (CalibrationHook, CheckpointHook, DataPreviewHook, EarlyStopHook, EMAHook, FreezeHook, Hook,
@@ -45,6 +46,9 @@ def preflight(cfg: dict) -> None:
                           f"True, 'hf-hub:org/name' or a file")
     if torch.cuda.is_available() and cfg["GPU_ID"].lower() != "cpu":
         check_gpu_id(cfg["GPU_ID"])
+    if cfg["use_distill"] and not os.path.isfile(cfg["teacher_path"]):
+        raise ConfigError(f"use_distill=1 needs teacher_path, a checkpoint this toolkit wrote; not found: "
+                          f"{cfg['teacher_path']!r}")
     if cfg["label_type"] == "DIR" and cfg["label_path"]:
         log.warning("label_path=%r is not read: label_type='DIR' takes labels from the class folders",
                     cfg["label_path"])
@@ -231,4 +235,5 @@ def build_runner(cfg: dict, model: nn.Module, meta: ModelMeta, dist: Optional[Di
     augment = None if cfg["augment"] == "none" else BatchAugment(cfg["augment"], cfg["hflip"])
     preprocess = Preprocessor(meta.mean, meta.std, meta.channels, device, cfg["channels_last"], augment)
     return ModelRunner(model, meta, cfg, device, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn.to(device),
-                       preprocess=preprocess, hooks=build_hooks(cfg) if hooks is None else hooks, dist=dist, mix=mix)
+                       preprocess=preprocess, hooks=build_hooks(cfg) if hooks is None else hooks, dist=dist, mix=mix,
+                       distiller=load_teacher(cfg, meta) if cfg["use_distill"] else None)

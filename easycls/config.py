@@ -151,6 +151,10 @@ SCHEMA: Dict[str, Key] = {
     "scheduler": Key("cosine", _spec("scheduler"), "a scheduler spec"),
     "warmup_epoch": Key(0, _int_ge(0), "an integer >= 0"),
     "loss": Key("CE", _spec("loss"), "a loss spec"),
+    "use_distill": Key(0, lambda v: v in (0, 1), "0 or 1 (True or False): distil from teacher_path"),
+    "teacher_path": Key("", _is(str), "'' or a checkpoint this toolkit wrote, same classes, any architecture"),
+    "distill_alpha": Key(0.5, _float_in(0, 1, high_open=False), "a float in [0, 1]: the weight of the teacher's term"),
+    "distill_temperature": Key(4.0, lambda v: _num(v) and v > 0, "a number > 0: the softening temperature"),
     "label_smooth": Key(0.0, _float_in(0, 1), "a float in [0, 1)"),
     "class_weight": Key(None, lambda v: v == "balanced" or _floats_or_none(v),
                         "None, 'balanced' (n / (classes x count)) or a list of class_number floats"),
@@ -193,12 +197,6 @@ SCHEMA: Dict[str, Key] = {
     "cm_normalize": Key(False, _is(bool), BOOL),
 }
 
-# Seed keys whose feature is not built: accepted while off, rejected by name when turned on.
-NOT_BUILT = {
-    "use_distill": "knowledge distillation is not built",
-}
-
-
 # Other spellings users write for a seed key.
 KEY_SPELLINGS = {"k_fold": "k_flod"}
 
@@ -209,25 +207,20 @@ def defaults() -> dict:
 
 
 def _unknown(key: str) -> ConfigError:
-    close = difflib.get_close_matches(key, list(SCHEMA) + list(NOT_BUILT), n=1, cutoff=0.5)
+    close = difflib.get_close_matches(key, list(SCHEMA), n=1, cutoff=0.5)
     hint = f"; did you mean '{close[0]}'?" if close else ""
     return ConfigError(f"unknown config key '{key}'{hint}")
 
 
 def validate(cfg: dict) -> dict:
-    """Check every key and value; return ``cfg`` with not-built keys removed. Raises :class:`ConfigError`."""
+    """Check every key and value; return ``cfg``. Raises :class:`ConfigError`."""
     for key, value in cfg.items():
-        if key in NOT_BUILT:
-            if value not in (False, 0, None, "", [], {}):
-                raise ConfigError(f"config key '{key}' = {value!r} is not supported: {NOT_BUILT[key]}. "
-                                  f"Leave it off (False, 0, None or '').")
-            continue
         if key not in SCHEMA:
             raise _unknown(key)
         if not SCHEMA[key].ok(value):
             raise ConfigError(f"bad value for '{key}': {value!r}; allowed: {SCHEMA[key].allowed}")
     _check_relations(cfg)
-    return {k: v for k, v in cfg.items() if k not in NOT_BUILT}
+    return cfg
 
 
 def _check_relations(cfg: dict) -> None:
@@ -306,7 +299,7 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> di
     for item in overrides:
         key, value = parse_override(item)
         key = KEY_SPELLINGS.get(key, key)
-        if key not in SCHEMA and key not in NOT_BUILT:
+        if key not in SCHEMA:
             raise _unknown(key)
         cfg[key] = value
     return validate(cfg)

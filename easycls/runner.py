@@ -39,14 +39,14 @@ class ModelRunner:
 
     def __init__(self, model: nn.Module, meta: ModelMeta, cfg: dict, device: torch.device, *,
                  optimizer: torch.optim.Optimizer, scheduler, loss_fn: nn.Module, preprocess: Preprocessor,
-                 hooks: Sequence[Hook] = (), dist: Optional[DistInfo] = None, mix=None):
+                 hooks: Sequence[Hook] = (), dist: Optional[DistInfo] = None, mix=None, distiller=None):
         self.model = self.eval_model = model
         self.meta, self.cfg, self.device = meta, cfg, device
         self.optimizer, self.scheduler, self.loss_fn, self.preprocess = optimizer, scheduler, loss_fn, preprocess
         self.hooks = HookList(hooks)
         self.dist = dist or DistInfo()
         self.stepper = GradientStep(optimizer, loss_fn, device, resolve_amp(cfg["amp"], device),
-                                    cfg["accumulate_steps"], cfg["clip_gradient"], mix)
+                                    cfg["accumulate_steps"], cfg["clip_gradient"], mix, distiller)
         self.monitor, self.max_epochs = cfg["monitor"], cfg["epochs"]
         self.epoch = self.start_epoch = self.train_batches = 0
         self.history: List[dict] = []

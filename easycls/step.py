@@ -23,8 +23,9 @@ class GradientStep:
 
     def __init__(self, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, device: torch.device,
                  amp_dtype: Optional[torch.dtype] = None, accumulate: int = 1, clip: float = 0.0,
-                 mix: Optional[Callable] = None):
+                 mix: Optional[Callable] = None, distiller: Optional[Callable] = None):
         self.optimizer, self.loss_fn, self.device, self.mix = optimizer, loss_fn, device, mix
+        self.distiller = distiller  # adds a teacher's term: distiller(inputs, logits, loss) -> loss
         self.amp_dtype, self.accumulate, self.clip = amp_dtype, accumulate, clip
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
         self.steps = 0
@@ -47,6 +48,8 @@ class GradientStep:
             with autocast(self.device, self.amp_dtype):
                 logits = net(x)
                 loss = self.loss_fn(logits, target)
+                if self.distiller is not None:
+                    loss = self.distiller(x, logits, loss)
             self.scaler.scale(loss / group).backward()  # always backward, so DDP ranks stay in step
         if self.amp_dtype is None and not torch.isfinite(loss):
             self._group_finite = False
