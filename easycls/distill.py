@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .checkpoints import ModelMeta
 from .errors import ConfigError
-from .inference import InferenceModel
+from .inference import InferenceModel, adapt_images
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,7 @@ class Distiller:
     @torch.no_grad()
     def teacher_logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """The teacher's logits for the student's normalised input batch."""
-        x = inputs.float() * self.std + self.mean  # back to [0, 1]
-        meta = self.teacher.meta
-        if x.shape[1] == 3 and meta.channels == 1:
-            x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).reshape(1, 3, 1, 1)).sum(1, keepdim=True)
-        elif x.shape[1] == 1 and meta.channels == 3:
-            x = x.expand(-1, 3, -1, -1)
-        if list(x.shape[2:]) != list(meta.img_size):
-            x = F.interpolate(x, size=tuple(meta.img_size), mode="bilinear", antialias=True, align_corners=False)
+        x = adapt_images(inputs.float() * self.std + self.mean, self.teacher.meta)  # [0, 1] at the teacher's input
         return self.teacher.model((x - self.t_mean) / self.t_std).float()
 
     def __call__(self, inputs: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:

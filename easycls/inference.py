@@ -177,17 +177,18 @@ class Ensemble(Predictor):
 
 
 def adapt_images(images: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
-    """uint8 ``(B, C, H, W)`` at ``meta``'s channels (ITU-R 601 luma for RGB -> gray) and size (antialiased)."""
-    x = images
+    """``(B, C, H, W)`` images at ``meta``'s channels (ITU-R 601 luma for RGB -> gray) and size (antialiased),
+    in the input's dtype: uint8 batches stay uint8 (rounded), float ones stay float."""
+    if images.shape[1] == meta.channels and list(images.shape[2:]) == list(meta.img_size):
+        return images
+    x = images.float()
     if x.shape[1] == 3 and meta.channels == 1:
-        weights = torch.tensor([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)
-        x = (x.float() * weights).sum(1, keepdim=True).round().to(torch.uint8)
+        x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).reshape(1, 3, 1, 1)).sum(1, keepdim=True)
     elif x.shape[1] == 1 and meta.channels == 3:
         x = x.expand(-1, 3, -1, -1)
     if list(x.shape[2:]) != list(meta.img_size):
-        x = F.interpolate(x.float(), size=tuple(meta.img_size), mode="bilinear", antialias=True,
-                          align_corners=False).round().clamp(0, 255).to(torch.uint8)
-    return x
+        x = F.interpolate(x, size=tuple(meta.img_size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8) if images.dtype == torch.uint8 else x
 
 
 def _baked_temperature(meta: ModelMeta, cfg: dict, path: str) -> float:
