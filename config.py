@@ -25,7 +25,9 @@ cfg = dict(
     channels=1,                  # 1 = grayscale, 3 = RGB (any input is converted)
     mean=None,                   # None = the model's normalisation; or one float per channel
     std=None,                    # None = the model's normalisation; or one float per channel
-    augment="light",             # per-batch random affine: 'none', 'shift' (8%), 'light' (+10 deg, 10% zoom), 'strong'
+    augment="light",             # random affine per image: 'none', 'shift' (8%), 'light' (+10 deg, 10% zoom), 'strong';
+                                 # or random ops per image: 'randaugment' (2 ops), 'trivialaugment' (1 op, any strength)
+    random_erasing=0.0,          # chance each training image gets a rectangle of random pixels (timm RandomErasing)
     hflip=False,                 # random horizontal flips (off for digits and text)
     mixup=False,                 # False, True (alpha 0.8) or an alpha: blend pairs of images and their labels
     cutmix=False,                # False, True (alpha 1.0) or an alpha: paste a patch of one image into another

@@ -57,7 +57,8 @@ def bench_config(args, data: str) -> dict:
            "channels": args.channels, "batch_size": args.batch, "test_batch_size": args.batch,
            "train_path": os.path.join(data, "train"), "val_path": os.path.join(data, "val"),
            "test_path": os.path.join(data, "train"), "cache": args.cache, "num_workers": args.workers,
-           "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile, "augment": "light",
+           "amp": args.amp, "channels_last": args.channels_last, "compile": args.compile, "augment": args.augment,
+           "random_erasing": args.random_erasing,
            "try_to_train_items": args.images, "class_number": 10, "save_dir": tempfile.mkdtemp(prefix="bench-"),
            "cfg_verbose": False}
     return validate(cfg)
@@ -160,7 +161,7 @@ def to_markdown(result: dict) -> str:
             ("predict", result["pure_predict_ips"], result["e2e_predict_ips"], result["predict_ratio"])]
     lines = [f"{result['model']}, {result['img_size']}x{result['img_size']}, batch {result['batch']}, "
              f"{result['device']} ({result['threads']} threads), data {result['data']}, cache {result['cache']}, "
-             f"workers {result['workers']}", "",
+             f"workers {result['workers']}, augment {result['augment']}, random_erasing {result['random_erasing']}", "",
              "| | pure (img/s) | end-to-end (img/s) | ratio |", "|---|---|---|---|"]
     lines += [f"| {name} | {pure:.0f} | {e2e:.0f} | {ratio:.2f} |" for name, pure, e2e, ratio in rows]
     lines += ["", f"best of {result['rounds']} alternating rounds; one-time scan + decode "
@@ -188,6 +189,9 @@ def parse_args(argv):
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                         help="keep the NCHW memory layout (channels_last is the default)")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--augment", default="light",
+                        choices=("none", "shift", "light", "strong", "randaugment", "trivialaugment"))
+    parser.add_argument("--random-erasing", type=float, default=0.0, help="random_erasing probability")
     parser.add_argument("--quick", action="store_true", help="a few seconds: 1 round of 384 images")
     args = parser.parse_args(argv)
     if args.quick:
@@ -203,6 +207,7 @@ def main(argv=None) -> int:
     if data is None:
         data = make_images(tempfile.mkdtemp(prefix="bench-data-"), args.images)
     result = {"model": args.model, "img_size": args.size, "batch": args.batch, "data": data,
+              "augment": args.augment, "random_erasing": args.random_erasing,
               "workers": args.workers, "threads": torch.get_num_threads(), "torch": torch.__version__,
               "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "quick": args.quick}
     result.update(end_to_end(bench_config(args, data), args))

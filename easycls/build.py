@@ -12,9 +12,10 @@ import torch.nn as nn
 from sklearn.model_selection import StratifiedKFold
 
 from . import files
+from .augment import build_augment, build_erasing
 from .checkpoints import ModelMeta
 from .config import MONITORS, image_size
-from .data import (BatchAugment, EpochSampler, FileDataset, MemoryLoader, Preprocessor, Samples, StreamLoader,
+from .data import (EpochSampler, FileDataset, MemoryLoader, Preprocessor, Samples, StreamLoader,
                    decode_all, scan_labelled)
 from .device import check_gpu_id, select_device
 from .distill import load_teacher
@@ -232,8 +233,8 @@ def build_runner(cfg: dict, model: nn.Module, meta: ModelMeta, dist: Optional[Di
     mix = build_mixup(cfg, len(meta.class_names))
     smoothing = 0.0 if mix else cfg["label_smooth"]  # mixing folds the smoothing into its soft targets
     loss_fn = loss_fn or create_loss(cfg["loss"], smoothing, class_weights(cfg, train_labels))
-    augment = None if cfg["augment"] == "none" else BatchAugment(cfg["augment"], cfg["hflip"])
-    preprocess = Preprocessor(meta.mean, meta.std, meta.channels, device, cfg["channels_last"], augment)
+    preprocess = Preprocessor(meta.mean, meta.std, meta.channels, device, cfg["channels_last"],
+                              build_augment(cfg["augment"], cfg["hflip"]), build_erasing(cfg["random_erasing"], device))
     return ModelRunner(model, meta, cfg, device, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn.to(device),
                        preprocess=preprocess, hooks=build_hooks(cfg) if hooks is None else hooks, dist=dist, mix=mix,
                        distiller=load_teacher(cfg, meta) if cfg["use_distill"] else None)

@@ -138,11 +138,12 @@ def train_folds(cfg: dict) -> int:
 def train_one(cfg: dict) -> int:
     """One training run (one fold when val_path is '')."""
     from . import build  # imports timm and the training parts, which evaluate and predict do without
+    from .runner import seed_all
     build.preflight(cfg)
     resume = _resume_path(cfg) if cfg["resume"] else None
     dist = init_from_env(torch.cuda.is_available() and cfg["GPU_ID"].lower() != "cpu")
     setup_logging(dist.is_main)
-    torch.manual_seed(cfg["random_seed"])
+    seed_all(cfg["random_seed"])
     model, meta = build.build_model(cfg)  # before the data: a missing pretrained download fails at once
     if dist.is_main:
         ensure_builtin_data(cfg)

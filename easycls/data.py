@@ -10,11 +10,10 @@ import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .errors import DataError
@@ -306,48 +305,27 @@ class PrefetchLoader:
                 yield batch
 
 
-class BatchAugment:
-    """Random affine (scale, rotation, shift, optional horizontal flip) applied to a whole float batch at once.
+class Preprocessor:
+    """uint8 batch -> normalised float model input; the one preprocessing path for train, eval and predict.
 
-    Levels give (relative scale range, degrees, shift as a fraction of the size): 'shift' moves by up to 8%
-    (about 2 px at 28 px), the usual recipe for MNIST-like data.
+    In training, ``augment`` (uint8 -> float in [0, 255], see :mod:`easycls.augment`) runs before the
+    normalisation and ``erase`` (random erasing) after it, as timm orders them.
     """
 
-    LEVELS = {"shift": (0.0, 0.0, 0.08), "light": (0.10, 10.0, 0.10), "strong": (0.20, 20.0, 0.15)}
-
-    def __init__(self, level: str, hflip: bool):
-        self.scale, self.degrees, self.shift = self.LEVELS[level]
-        self.hflip = hflip
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        uniform = lambda a: (torch.rand(n, device=x.device) * 2 - 1) * a  # noqa: E731
-        scale = 1 + uniform(self.scale)
-        angle = uniform(math.radians(self.degrees))
-        flip = torch.where(torch.rand(n, device=x.device) < 0.5, -1.0, 1.0) if self.hflip else torch.ones(n,
-                                                                                                   device=x.device)
-        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        theta = torch.stack([torch.stack([cos * flip, -sin, uniform(2 * self.shift)], 1),
-                             torch.stack([sin * flip, cos, uniform(2 * self.shift)], 1)], 1)
-        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-class Preprocessor:
-    """uint8 batch -> normalised float model input; the one preprocessing path for train, eval and predict."""
-
     def __init__(self, mean: Sequence[float], std: Sequence[float], channels: int, device: torch.device,
-                 channels_last: bool = False, augment: Optional[BatchAugment] = None):
+                 channels_last: bool = False, augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                 erase: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         shape = (1, channels, 1, 1)
         mean_t = torch.tensor(mean, dtype=torch.float32).expand(channels).reshape(shape)
         std_t = torch.tensor(std, dtype=torch.float32).expand(channels).reshape(shape)
         self.scale = (1.0 / (255.0 * std_t)).to(device)
         self.shift = (-mean_t / std_t).to(device)
-        self.device, self.channels_last, self.augment = device, channels_last, augment
+        self.device, self.channels_last, self.augment, self.erase = device, channels_last, augment, erase
 
     def __call__(self, images: torch.Tensor, train: bool = False) -> torch.Tensor:
-        x = images.to(self.device, non_blocking=True).float()
-        if train and self.augment is not None:
-            x = self.augment(x)
+        x = images.to(self.device, non_blocking=True)
+        x = self.augment(x) if train and self.augment is not None else x.float()
         x = torch.addcmul(self.shift, x, self.scale)
+        if train and self.erase is not None:
+            x = self.erase(x)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -3,6 +3,7 @@
 The parts (model, optimizer, scheduler, loss, preprocessing, hooks) are built by ``build.py`` and handed in.
 """
 import logging
+import random
 import time
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -175,14 +176,11 @@ class ModelRunner:
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict:
         """Everything an exact resume needs: weights, optimizer, scheduler, scaler, history, hooks, RNG."""
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
         state = {"model": self.model.state_dict(), "meta": self.meta.to_dict(), "config": plain(self.cfg),
                  "epoch": self.epoch, "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "scaler": self.stepper.scaler.state_dict(),
                  "history": list(self.history), "optimizer_steps": self.optimizer_steps,
-                 "stopped": self.stop_training, "rng": rng,
+                 "stopped": self.stop_training, "rng": rng_state(),
                  "hooks": self.hooks.state_dict()}
         if self.eval_model is not self.model:
             state["eval_model"] = self.eval_model.state_dict()
@@ -212,9 +210,7 @@ class ModelRunner:
         self.stepper.scaler.load_state_dict(state["scaler"])
         self.history, self.start_epoch = list(state["history"]), state["epoch"] + 1
         self.stepper.steps, self.stop_training = state["optimizer_steps"], state["stopped"]
-        torch.set_rng_state(state["rng"]["torch"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        set_rng_state(state["rng"])
         self._resumed = state
         log.info("resumed from %s at epoch %d", path, self.start_epoch + 1)
 
@@ -248,3 +244,31 @@ class ModelRunner:
     def evaluate(self, loader) -> dict:
         """Metrics (scikit-learn) on a labelled loader, plus the per-image labels and probabilities."""
         return self.inference().evaluate(loader)
+
+
+def seed_all(seed: int) -> None:
+    """Seed torch, Python's and NumPy's generators (``random_seed``), so that a run repeats."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def rng_state() -> dict:
+    """Every random generator training draws from: torch (shuffling, augmentation, dropout), CUDA, and Python's
+    and NumPy's, which timm's RandomErasing and Mixup use. Stored as plain types and tensors (weights_only)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "python" in state:  # checkpoints before these were saved hold torch's alone
+        random.setstate(state["python"])
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))

@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from conftest import write_images
-from easycls.data import (Samples, BatchAugment, FileDataset, MemoryLoader, Preprocessor, EpochSampler, collate,
+from easycls.augment import BatchAugment
+from easycls.data import (Samples, FileDataset, MemoryLoader, Preprocessor, EpochSampler, collate,
                           decode_all, epoch_order, scan_labelled, scan_unlabelled)
 from easycls.errors import DataError
 from easycls.images import read_image

@@ -21,7 +21,13 @@ def tensors(state, prefix=""):
 
 
 # ----------------------------------------------------------------------------- resume
-@pytest.mark.parametrize("extra", [{"ema": True, "ema_decay": 0.9, "accumulate_steps": 2}])
+EMA_ACCUMULATE = {"ema": True, "ema_decay": 0.9, "accumulate_steps": 2}
+
+
+# The second set draws from Python's and NumPy's generators too (timm's RandomErasing and Mixup).
+@pytest.mark.parametrize("extra", [EMA_ACCUMULATE, {**EMA_ACCUMULATE, "mixup": True, "cutmix": True,
+                                                    "augment": "trivialaugment", "random_erasing": 0.5}],
+                         ids=["ema-accumulate", "mixing-erasing"])
 def test_kill_9_then_resume_equals_an_uninterrupted_run(tiny_data, tmp_path, extra):
     full = {**resumable_cfg(tiny_data, tmp_path / "full"), **extra}
     assert run_script("train.py", *cfg_overrides(full)).returncode == 0
