@@ -8,7 +8,7 @@ per-image matrix for a single ``grid_sample``. The op list and magnitudes are to
 ``TrivialAugmentWide``), and torchvision computes the parts with no magnitude (blurred, grey and equalized images).
 """
 import math
-from typing import Callable, Dict, NamedTuple, Optional
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -32,14 +32,17 @@ class BatchAugment:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
-        n = x.shape[0]
+        n, (h, w) = x.shape[0], x.shape[-2:]
+        if n == 0:
+            return x
         uniform = lambda a: (torch.rand(n, device=x.device) * 2 - 1) * a  # noqa: E731
         scale = 1 + uniform(self.scale)
         angle = uniform(math.radians(self.degrees))
         flip = _flip_signs(n, x.device) if self.hflip else torch.ones(n, device=x.device)
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        theta = torch.stack([torch.stack([cos * flip, -sin, uniform(2 * self.shift)], 1),
-                             torch.stack([sin * flip, cos, uniform(2 * self.shift)], 1)], 1)
+        # In normalised coordinates a rotation of a non-square image needs the aspect ratio on its off-diagonal.
+        theta = torch.stack([torch.stack([cos * flip, -sin * (h / w), uniform(2 * self.shift)], 1),
+                             torch.stack([sin * flip * (w / h), cos, uniform(2 * self.shift)], 1)], 1)
         grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -200,6 +203,8 @@ class PolicyAugment:
     def __init__(self, policy: str, hflip: bool = False, num_ops: int = 2, magnitude: int = 9, bins: int = 31):
         if policy not in POLICIES:
             raise ValueError(f"unknown augmentation policy {policy!r}; allowed: {', '.join(POLICIES)}")
+        if not 0 <= magnitude < bins:
+            raise ValueError(f"magnitude {magnitude} is not a bin of {bins}: allowed 0..{bins - 1}")
         self.trivial = policy == "trivialaugment"
         self.ops = list((TRIVIALAUGMENT_OPS if self.trivial else RANDAUGMENT_OPS).values())
         self.layers = 1 if self.trivial else num_ops
@@ -217,17 +222,20 @@ class PolicyAugment:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self._tables(x)
         for _ in range(self.layers):
-            x = self._layer(x)
+            x = self.apply(x, *self.draw(len(x), x.device))
         return random_hflip(x.float()) if self.hflip else x.float()
 
-    def _layer(self, x: torch.Tensor) -> torch.Tensor:
-        """One op per image: each pixel op runs once on the images that drew it, and the geometric ops share
-        one warp."""
-        n, (h, w), device = len(x), x.shape[-2:], x.device
+    def draw(self, n: int, device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One layer's random choices for ``n`` images: op index, magnitude bin and sign (+-1)."""
         choice = torch.randint(len(self.ops), (n,), device=device)
         level = (torch.randint(self.bins, (n,), device=device) if self.trivial
                  else torch.full((n,), self.magnitude, device=device))
-        sign = _flip_signs(n, device)
+        return choice, level, _flip_signs(n, device)
+
+    def apply(self, x: torch.Tensor, choice: torch.Tensor, level: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+        """One layer: image ``i`` gets op ``choice[i]`` at bin ``level[i]``, times ``sign[i]`` for a signed op.
+        Each pixel op runs once on the images that drew it, and the geometric ops share one warp."""
+        self._tables(x)
         out, moved, matrices = x.clone(), [], []
         for k in choice.unique().tolist():
             op, rows = self.ops[k], (choice == k).nonzero().squeeze(1)
@@ -240,7 +248,7 @@ class PolicyAugment:
                 out[rows] = op.apply(x[rows], m)
             else:
                 moved.append(rows)
-                matrices.append(op.matrix(m, h, w))
+                matrices.append(op.matrix(m, *x.shape[-2:]))
         if moved:
             rows = torch.cat(moved)
             out[rows] = _warp(x[rows], torch.cat(matrices))

@@ -2,9 +2,12 @@
 
     python -m easycls.datasets digits data/digits
     python -m easycls.datasets idx /usr/share/datasets/fashion-mnist data/fashion_mnist
+    python -m easycls.datasets fonts data/font_digits
 
 ``digits`` is scikit-learn's bundled 1,797 handwritten 8x8 digits (no download). ``idx`` reads any MNIST-format
-set of IDX ``.gz`` files, such as Fashion-MNIST from the Debian package ``dataset-fashion-mnist``.
+set of IDX ``.gz`` files, such as Fashion-MNIST from the Debian package ``dataset-fashion-mnist``. ``fonts``
+renders MNIST-style 28x28 digits in the fonts matplotlib ships, warped like handwriting, with the test split in
+fonts that train and val never use: a second digit set, other than the built-in one, for checking a recipe.
 """
 import argparse
 import gzip
@@ -57,6 +60,71 @@ def make_digits(out: str, val_fraction: float = 0.15, test_fraction: float = 0.1
                   val_fraction / (1 - test_fraction), seed)
 
 
+# matplotlib's own fonts, so every installation renders the same set; the last four are the test fonts.
+FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSansMono.ttf",
+         "DejaVuSansMono-Bold.ttf", "DejaVuSansMono-Oblique.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf",
+         "DejaVuSerif-Italic.ttf", "STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "cmr10.ttf",
+         "cmb10.ttf", "cmtt10.ttf", "DejaVuSans-BoldOblique.ttf", "DejaVuSerif-BoldItalic.ttf",
+         "STIXGeneralBolIta.ttf", "cmss10.ttf"]
+TEST_FONTS = 4
+
+
+def _warp_like_handwriting(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random rotation, shear, scale and stroke width, then a smooth elastic wobble."""
+    size = image.shape[0]
+    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), rng.uniform(-12, 12), rng.uniform(0.8, 1.1))
+    matrix[0, 1] += rng.uniform(-0.3, 0.3)
+    image = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR)
+    stroke = int(rng.integers(-1, 3))
+    if stroke:
+        kernel = np.ones((abs(stroke) + 1, abs(stroke) + 1), np.uint8)
+        image = cv2.dilate(image, kernel) if stroke > 0 else cv2.erode(image, kernel)
+    grid = np.mgrid[0:size, 0:size].astype(np.float32)
+    wobble = [cv2.GaussianBlur(rng.uniform(-1, 1, (size, size)).astype(np.float32), (0, 0), 8) * 40
+              for _ in range(2)]
+    return cv2.remap(image, grid[1] + wobble[0], grid[0] + wobble[1], cv2.INTER_LINEAR)
+
+
+def _mnist_frame(image: np.ndarray) -> np.ndarray:
+    """As MNIST was made: the digit fitted into 20x20, then centred by its centre of mass in 28x28."""
+    ys, xs = np.nonzero(image > 20)
+    digit = image[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    scale = 20.0 / max(digit.shape)
+    digit = cv2.resize(digit, (max(1, round(digit.shape[1] * scale)), max(1, round(digit.shape[0] * scale))),
+                       interpolation=cv2.INTER_AREA)
+    out = np.zeros((28, 28), np.uint8)
+    cy, cx = np.array(np.nonzero(digit)).mean(1) if digit.any() else (10, 10)
+    top = int(np.clip(round(14 - cy), 0, 28 - digit.shape[0]))
+    left = int(np.clip(round(14 - cx), 0, 28 - digit.shape[1]))
+    out[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
+    return out
+
+
+def render_digits(fonts: List[str], per_font: int, seed: int) -> tuple:
+    """``per_font`` images of each digit in each font: ``(images (N, 28, 28) uint8, labels)``."""
+    import matplotlib
+    from PIL import Image, ImageDraw, ImageFont
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf")
+    images, labels = [], []
+    for name in fonts:
+        font = ImageFont.truetype(os.path.join(folder, name), 40)
+        for digit in range(10):
+            canvas = Image.new("L", (64, 64), 0)
+            ImageDraw.Draw(canvas).text((32, 32), str(digit), fill=255, font=font, anchor="mm")
+            for _ in range(per_font):
+                images.append(_mnist_frame(_warp_like_handwriting(np.asarray(canvas), rng)))
+                labels.append(digit)
+    return np.stack(images), np.array(labels)
+
+
+def make_font_digits(out: str, per_font: int = 40, val_fraction: float = 0.15, seed: int = 0) -> None:
+    """Rendered digits: train and val in the first fonts, test in the last ``TEST_FONTS`` fonts."""
+    train_x, train_y = render_digits(FONTS[:-TEST_FONTS], per_font, seed)
+    test_x, test_y = render_digits(FONTS[-TEST_FONTS:], per_font, seed + 1)
+    write_dataset(out, train_x, train_y, test_x, test_y, [str(d) for d in range(10)], val_fraction, seed)
+
+
 def read_idx(path: str) -> np.ndarray:
     """Read one IDX file (optionally gzipped) into a numpy array."""
     opener = gzip.open if path.endswith(".gz") else open
@@ -99,12 +167,17 @@ def main(argv=None) -> int:
     idx.add_argument("out")
     idx.add_argument("--classes", help="comma-separated class names (default: Fashion-MNIST's or 0..N-1)")
     idx.add_argument("--val-fraction", type=float, default=1 / 6)
-    for p in (digits, idx):
+    fonts = sub.add_parser("fonts", help="digits rendered in matplotlib's fonts, warped like handwriting")
+    fonts.add_argument("out")
+    fonts.add_argument("--per-font", type=int, default=40, help="images of each digit in each font")
+    for p in (digits, idx, fonts):
         p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "digits":
         return exit_code(lambda: make_digits(args.out, seed=args.seed))
+    if args.command == "fonts":
+        return exit_code(lambda: make_font_digits(args.out, args.per_font, seed=args.seed))
     classes = args.classes.split(",") if args.classes else None
     return exit_code(lambda: make_idx(args.src, args.out, classes, args.val_fraction, args.seed))
 
