@@ -47,6 +47,29 @@ def test_no_weight_decay_on_bias_and_norm():
         assert decay[id(p)] == (0.05 if p.ndim > 1 else 0.0), name
 
 
+@pytest.mark.parametrize("spec", ["Adam", "AdamW", "SGD-0.9", "lookahead_adamw"])
+def test_torch_optimizers_use_the_fused_kernel_with_the_same_updates(spec):
+    """Adam, AdamW and SGD get torch's fused kernel (one pass over the parameters); three steps give the weights
+    the per-tensor loop gives."""
+    torch.manual_seed(0)
+    fused_model, loop_model = tiny_model(), tiny_model()
+    loop_model.load_state_dict(fused_model.state_dict())
+    fused = create_optimizer(spec, fused_model, lr=0.01, weight_decay=0.01)
+    assert getattr(fused, "base_optimizer", fused).defaults["fused"] is True  # Lookahead wraps a base optimizer
+    loop = create_optimizer(spec, loop_model, lr=0.01, weight_decay=0.01)
+    for group in getattr(loop, "base_optimizer", loop).param_groups:
+        group["fused"] = False
+    x = torch.randn(16, 4)
+    for _ in range(3):
+        for model, opt in ((fused_model, fused), (loop_model, loop)):
+            model(x).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+    for a, b in zip(fused_model.parameters(), loop_model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert "fused" not in create_optimizer("RAdam", tiny_model(), 0.01, 0.0).defaults
+
+
 def test_any_timm_optimizer_name_works():
     opt = create_optimizer("madgrad", tiny_model(), lr=0.01, weight_decay=0.0)
     assert type(opt).__name__ == "MADGRAD"
