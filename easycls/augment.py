@@ -1,11 +1,12 @@
 """Training augmentation of whole batches on the device: random affine levels, RandAugment and TrivialAugment with
 ops drawn per image, and random erasing.
 
-Per-image augmentation one image at a time (torchvision's RandAugment on each image) costs 110-190 us per 32 px
-image on a CPU, half of a small model's train step. Here each op runs once per batch, on the images that drew it,
-with one magnitude per image: blends and thresholds take a per-image factor, and the geometric ops become one
-per-image matrix for a single ``grid_sample``. The op list and magnitudes are torchvision's (``RandAugment`` and
-``TrivialAugmentWide``), and torchvision computes the parts with no magnitude (blurred, grey and equalized images).
+Per-image augmentation one image at a time (torchvision's RandAugment on each image) costs 100-300 us per 28 px
+image on a CPU, a third of a small model's train step. Here each op runs once per batch, on the images that drew
+it, with one magnitude per image: blends and thresholds take a per-image factor, and the geometric ops become one
+per-image matrix for a single ``grid_sample`` (14-29 us per image, docs/benchmarks.md). The op list and the
+magnitude tables are torchvision's (``RandAugment`` and ``TrivialAugmentWide``), and torchvision's batched
+functions compute the grey, equalized and autocontrasted images.
 """
 import math
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
