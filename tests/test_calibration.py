@@ -26,6 +26,16 @@ def test_fitted_temperature_recovers_the_true_one(true_t):
     assert fit_temperature(*sampled(true_t)) == pytest.approx(true_t, rel=0.05)
 
 
+def test_a_validation_set_without_mistakes_keeps_temperature_1():
+    """All right: the NLL falls all the way to the search's lower bound (it gave 0.05, a 20x sharpening, on the
+    default digits run); one mistake makes the fit informative again."""
+    logits, _ = sampled(1.0, n=500)
+    labels = logits.argmax(1)
+    assert fit_temperature(logits, labels) == 1.0
+    labels[0] = (labels[0] + 1) % 5
+    assert fit_temperature(logits, labels) < 1.0
+
+
 def test_soften_applies_and_undoes_a_temperature():
     logits, _ = sampled(1.0, n=10)
     p = torch.softmax(logits, 1).numpy()
@@ -51,6 +61,10 @@ def test_reject_stats_count_by_hand():
 
 
 def test_training_stores_a_temperature_that_evaluate_and_predict_apply(tiny_data, tmp_path, capsys):
+    # Two val images under the wrong class: a validation set without mistakes would keep T at 1.
+    for name, wrong in (("left", "right"), ("right", "middle")):
+        image = sorted((tiny_data / "val" / name).iterdir())[0]
+        image.rename(tiny_data / "val" / wrong / ("mislabelled_" + image.name))
     cfg = tiny_cfg(tiny_data, tmp_path / "o", epochs=3, eval_path=str(tiny_data / "test"))
     assert train_main(cfg_overrides(cfg)) == 0
     meta = torch.load(tmp_path / "o" / "best.pth", weights_only=True)["meta"]

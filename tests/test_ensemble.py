@@ -42,7 +42,15 @@ def test_members_with_other_sizes_and_channels_evaluate_together(members, tmp_pa
     assert evaluate_main(cfg_overrides(cfg)) == 0
     out = capsys.readouterr().out
     assert out.count("loaded ") == 2 and "20x20 px, 3 channel(s)" in out
-    assert json.load(open(tmp_path / "o" / "eval" / "metrics.json"))["accuracy"] >= 0.8
+    metrics = json.load(open(tmp_path / "o" / "eval" / "metrics.json"))
+    # Each member saw its own input (16 px grey, 20 px RGB): the ensemble is the mean of the members alone, up to
+    # the grey member's second downscale from the batch decoded at 20 px (README).
+    paths = [str(root / "a" / "best.pth"), str(root / "rgb" / "best.pth")]
+    a, rgb, both = (probs_of(cfg, path) for path in (paths[0], paths[1], paths))
+    cols = [c for c in both.columns if c.startswith("prob_")]
+    diff = np.abs(both[cols].to_numpy() - (a[cols].to_numpy() + rgb[cols].to_numpy()) / 2)
+    assert diff.max() < 0.05 and diff.mean() < 0.02  # measured: 0.024 and 0.009
+    assert metrics["n_images"] == len(both)
 
 
 def test_members_with_other_classes_are_refused_in_one_line(members, tmp_path, capsys):
