@@ -39,13 +39,17 @@ def _sgd(momentum):
     return "momentum", {"momentum": momentum}
 
 
+def _without_lookahead(name: str) -> str:
+    """A timm optimizer name, lower case, without timm's ``lookahead_`` prefix."""
+    name = name.lower()
+    return name[len("lookahead_"):] if name.startswith("lookahead_") else name
+
+
 def is_timm_optimizer(name: str) -> bool:
     """True when ``name`` is one of timm's own optimizer names (``"adopt"``, ``"madgrad"``), or one of them after
     timm's ``lookahead_`` prefix; matched exactly, never by suffix."""
     from timm.optim import list_optimizers  # late import: validating a config must not import timm
-    name = name.lower()
-    base = name[len("lookahead_"):] if name.startswith("lookahead_") else name
-    return base in list_optimizers()
+    return _without_lookahead(name) in list_optimizers()
 
 
 # timm names whose class is torch's own Adam or AdamW, which have a fused kernel on CPU and CUDA: one pass over the
@@ -57,10 +61,9 @@ FUSED = {"adam", "adamw"}
 
 def fused_kwargs(timm_name: str, model: torch.nn.Module) -> dict:
     """``fused=True`` where torch has a fused kernel for this optimizer and every parameter's device and dtype."""
-    base = timm_name.lower()[len("lookahead_"):] if timm_name.lower().startswith("lookahead_") else timm_name.lower()
     params = list(model.parameters())
     supported = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-    return {"fused": True} if base in FUSED and params and supported else {}
+    return {"fused": True} if _without_lookahead(timm_name) in FUSED and params and supported else {}
 
 
 def list_optimizers() -> List[str]:
