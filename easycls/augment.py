@@ -221,7 +221,6 @@ class PolicyAugment:
             self._size = size
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        self._tables(x)
         for _ in range(self.layers):
             x = self.apply(x, *self.draw(len(x), x.device))
         return random_hflip(x.float()) if self.hflip else x.float()
