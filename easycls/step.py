@@ -18,7 +18,7 @@ class GradientStep:
     batches (and on an epoch's last batch), each batch's loss divided by its group's size.
 
     ``steps`` counts the optimizer steps taken. With ``amp_dtype`` float16 a GradScaler skips steps whose gradients
-    overflowed; in float32 a group whose loss was not finite is skipped, and ``MAX_BAD_STEPS`` in a row stop training.
+    overflowed; without it (float32, bfloat16) a group whose loss was not finite is skipped, and ``MAX_BAD_STEPS`` in a row stop training.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, device: torch.device,
@@ -51,7 +51,7 @@ class GradientStep:
                 if self.distiller is not None:
                     loss = self.distiller(x, logits, loss)
             self.scaler.scale(loss / group).backward()  # always backward, so DDP ranks stay in step
-        if self.amp_dtype is None and not torch.isfinite(loss):
+        if not self.scaler.is_enabled() and not torch.isfinite(loss):
             self._group_finite = False
         stepped = last and self._step(f"epoch {epoch + 1}, step {batch_idx + 1}")
         return {"loss": loss.detach(), "logits": logits.detach(), "labels": y, "inputs": x, "targets": target,

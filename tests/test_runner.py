@@ -147,6 +147,15 @@ def test_non_finite_loss_without_amp_stops_naming_epoch_and_step(tiny_data, tmp_
     assert not os.path.exists(tmp_path / "o" / "last.pth")
 
 
+def test_bf16_without_a_gradscaler_skips_non_finite_steps_too(tiny_data, tmp_path):
+    runner, train_loader, val_loader = make_runner(tiny_data, tmp_path, NanLoss(), batch_size=8)
+    runner.stepper.amp_dtype = torch.bfloat16  # amp='bf16': autocast without a GradScaler
+    before = {k: v.clone() for k, v in runner.model.named_parameters()}
+    with pytest.raises(TrainingError, match=r"not finite .* at epoch 1, step 3, 3 steps in a row"):
+        runner.train(train_loader, val_loader)
+    assert all(torch.equal(before[k], v) for k, v in runner.model.named_parameters())
+
+
 def test_gradscaler_skips_steps_with_non_finite_loss(tiny_data, tmp_path):
     """The AMP path (fp16 + GradScaler): a NaN loss makes the scaler skip the step instead of stopping."""
     runner, train_loader, _ = make_runner(tiny_data, tmp_path, NanLoss(), batch_size=8)
