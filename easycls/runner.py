@@ -5,7 +5,7 @@ The parts (model, optimizer, scheduler, loss, preprocessing, hooks) are built by
 import logging
 import random
 import time
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ class ModelRunner:
         self.stop_training, self.progress = False, True
         self._sums, self._count, self.val_outputs = None, 0, []
         self._resumed: Optional[dict] = None
-        self._failure_log: Optional[FailureLog] = None
+        self._failure_logs: Dict[int, FailureLog] = {}  # per loader: a streamed file fails again every epoch
         self._ctrl_c = CtrlC()
         self.wrap()
 
@@ -106,10 +106,9 @@ class ModelRunner:
         self._net.train()
         self._sums = torch.zeros(2, device=self.device)  # loss sum, correct: kept on the device, no sync per step
         self._count, batches = 0, len(loader)
-        if self._failure_log is None or self._failure_log.loader is not loader:
-            self._failure_log = FailureLog(loader)  # one per loader: a streamed file fails again every epoch
+        report = self._failure_log(loader)
         for step, batch in enumerate(loader):
-            self._failure_log(batch.failures)
+            report(batch.failures)
             if batch.labels.numel() == 0:
                 continue
             self.call_hook("before_train_iter", step, batch)
@@ -125,6 +124,13 @@ class ModelRunner:
         loss_sum, correct, count = all_reduce_sum(totals, self.dist).tolist()
         return {"train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1)}
 
+    def _failure_log(self, loader) -> FailureLog:
+        """The failure log of ``loader``, made on first use, so each unreadable file is reported once a run."""
+        report = self._failure_logs.get(id(loader))
+        if report is None or report.loader is not loader:
+            report = self._failure_logs[id(loader)] = FailureLog(loader)
+        return report
+
     def running_metrics(self) -> Tuple[float, float]:
         """This rank's mean loss and accuracy so far in the current epoch (synchronises the device)."""
         loss, acc = (self._sums / max(self._count, 1)).tolist()
@@ -136,7 +142,9 @@ class ModelRunner:
         confusion = torch.zeros(n * n, device=self.device)
         loss_sum = torch.zeros(1, device=self.device)
         model, self.val_outputs = self.inference(tta=False), []  # (logits, labels) per batch: for calibration
+        report = self._failure_log(loader)
         for batch in loader:
+            report(batch.failures)
             if batch.labels.numel() == 0:
                 continue
             logits = model.logits(batch.images)

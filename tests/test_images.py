@@ -125,6 +125,13 @@ def test_training_skips_and_names_every_bad_file(tiny_data, tmp_path, capsys, ca
     assert "train_acc" in out
 
 
+def test_streamed_validation_names_its_unreadable_file_once(tiny_data, tmp_path, capsys):
+    (tiny_data / "val" / "left" / "empty.png").write_bytes(b"")
+    assert train_main(cfg_overrides(tiny_cfg(tiny_data, tmp_path / "o", epochs=2, cache="none"))) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len([line for line in lines if "empty.png" in line and "empty file" in line]) == 1  # 2 epochs met it
+
+
 def test_layout_errors_from_the_cli(tiny_data, tmp_path, capsys):
     os.makedirs(tiny_data / "train" / "empty_class")
     assert train_main(cfg_overrides(tiny_cfg(tiny_data, tmp_path / "o"))) == 2
