@@ -8,6 +8,7 @@ import ast
 import difflib
 import json
 import os
+import re
 import runpy
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Optional, Tuple
@@ -48,6 +49,12 @@ def _floats_or_none(v):
 
 def _str_list(v):
     return isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)
+
+
+def _gpu_id(v):
+    """'0', '1', ... or 'cpu' ('' is '0'); a list such as '0,1' passes here so that preflight can point to
+    torchrun."""
+    return isinstance(v, str) and re.fullmatch(r"\s*(cpu|\d+(\s*,\s*\d+)*)?\s*", v, re.IGNORECASE) is not None
 
 
 def _int_ge(low):
@@ -97,7 +104,7 @@ MONITORS = {"val_acc": "max", "val_f1": "max", "val_loss": "min"}
 SCHEMA: Dict[str, Key] = {
     # global
     "model_name": Key("resnet10t", _is(str), "a timm model name, 'tv:<torchvision name>' or an alias"),
-    "GPU_ID": Key("0", _is(str), "a CUDA device index as a string such as '0', or 'cpu'"),
+    "GPU_ID": Key("0", _gpu_id, "a CUDA device index such as '0' (or 0), or 'cpu'"),
     "class_number": Key(10, _int_ge(2), "an integer >= 2"),
     "class_names": Key([], _str_list, "a list of class folder names, or [] to use every folder"),
     "random_seed": Key(42, _int_ge(0), "an integer >= 0"),
@@ -215,8 +222,18 @@ def _unknown(key: str) -> ConfigError:
     return ConfigError(f"unknown config key '{key}'{hint}")
 
 
+def _gpu_id_as_text(cfg: dict) -> None:
+    """On the command line GPU_ID=1 reads as the int 1 and GPU_ID=0,1 as a tuple: the text they stand for."""
+    gpu = cfg.get("GPU_ID")
+    if _int_ge(0)(gpu):
+        cfg["GPU_ID"] = str(gpu)
+    elif isinstance(gpu, (list, tuple)) and gpu and all(map(_int_ge(0), gpu)):
+        cfg["GPU_ID"] = ",".join(map(str, gpu))
+
+
 def validate(cfg: dict) -> dict:
     """Check every key and value; return ``cfg``. Raises :class:`ConfigError`."""
+    _gpu_id_as_text(cfg)
     for key, value in cfg.items():
         if key not in SCHEMA:
             raise _unknown(key)

@@ -11,12 +11,17 @@ log = logging.getLogger(__name__)
 
 
 def check_gpu_id(gpu_id: str) -> None:
-    """One process drives one GPU: a list such as '0,1' is an error that points to torchrun."""
+    """One process drives one GPU: a list such as '0,1' is an error that points to torchrun; an index must name
+    one of this machine's GPUs."""
     if "," in gpu_id and gpu_id.lower() != "cpu":
         count = len([g for g in gpu_id.split(",") if g.strip()])
         raise ConfigError(f"GPU_ID={gpu_id!r} names {count} GPUs, but one process uses one GPU; to train on "
                           f"several, launch torchrun --standalone --nproc_per_node={count} train.py "
                           f"(with CUDA_VISIBLE_DEVICES={gpu_id}) and keep GPU_ID='0'")
+    count = torch.cuda.device_count()
+    if gpu_id.strip().isdigit() and int(gpu_id) >= count:
+        raise ConfigError(f"GPU_ID={gpu_id!r} but this machine has {count} GPU(s), numbered 0..{count - 1}; "
+                          f"choose one of them or 'cpu'")
 
 
 def select_device(cfg: dict, dist: Optional[DistInfo] = None) -> torch.device:

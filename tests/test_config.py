@@ -119,3 +119,15 @@ def test_shipped_configs_with_a_base_load():
     root = os.path.dirname(os.path.dirname(__file__))
     cfg = load_config(os.path.join(root, "configs", "fashion_mnist_ema.py"))
     assert cfg["ema"] is True and cfg["train_path"] == "data/fashion_mnist/train"
+
+
+@pytest.mark.parametrize("given,text", [("GPU_ID=1", "1"), ("GPU_ID=0,1", "0,1"), ("GPU_ID=cpu", "cpu"),
+                                        ("GPU_ID='2'", "2")])
+def test_gpu_id_from_the_command_line_is_text(given, text):
+    assert load_config(None, [given])["GPU_ID"] == text
+
+
+@pytest.mark.parametrize("value", ["gpu", "cuda:0", "-1", "0;1"])
+def test_gpu_id_that_names_no_device_is_an_error(value):
+    with pytest.raises(ConfigError, match=r"bad value for 'GPU_ID'.*a CUDA device index such as '0'.*or 'cpu'"):
+        load_config(None, [f"GPU_ID={value!r}"])
