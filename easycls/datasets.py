@@ -170,8 +170,9 @@ def main(argv=None) -> int:
     fonts = sub.add_parser("fonts", help="digits rendered in matplotlib's fonts, warped like handwriting")
     fonts.add_argument("out")
     fonts.add_argument("--per-font", type=int, default=40, help="images of each digit in each font")
-    for p in (digits, idx, fonts):
-        p.add_argument("--seed", type=int, default=0)
+    # digits: the config's default random_seed, so this writes the split a first `python train.py` writes
+    for p, seed in ((digits, 42), (idx, 0), (fonts, 0)):
+        p.add_argument("--seed", type=int, default=seed, help=f"the seed of the split (default {seed})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "digits":

@@ -22,6 +22,20 @@ def test_digits_writes_every_image_once(tmp_path):
         [str(d) for d in range(10)]
 
 
+def test_digits_command_writes_the_split_a_first_training_run_writes(tmp_path, monkeypatch):
+    from easycls.cli import ensure_builtin_data
+    from easycls.config import defaults
+    assert main(["digits", str(tmp_path / "command")]) == 0
+    monkeypatch.chdir(tmp_path)
+    ensure_builtin_data(defaults())  # what `python train.py` does first with the default config
+    for split in ("train", "val", "test"):
+        files = lambda root: sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))  # noqa: E731
+        first, second = tmp_path / "command" / split, tmp_path / "data" / "digits" / split
+        assert files(first) == files(second)
+        for name in files(first)[:20]:
+            assert (first / name).read_bytes() == (second / name).read_bytes()
+
+
 def write_idx(path, array):
     header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape)
     with gzip.open(path, "wb") as handle:
