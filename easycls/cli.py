@@ -112,19 +112,23 @@ def _resume_path(cfg: dict) -> str:
 
 
 def train(cfg: dict) -> int:
-    if not cfg["val_path"] and cfg["val_fold"] is None and cfg["label_type"] == "DIR":
+    if not cfg["val_path"] and cfg["label_type"] == "DIR":
         return train_folds(cfg)
     return train_one(cfg)
 
 
 def train_folds(cfg: dict) -> int:
-    """val_path='': folds start_fold..k_flod-1, then out-of-fold predictions and the suspect-label ranking."""
+    """val_path='': folds start_fold..k_flod-1 (only fold val_fold when it is set), each into save_dir/fold{i}, then
+    the out-of-fold predictions of every fold that has a best.pth and the suspect-label ranking."""
     from . import build, kfold
     build.preflight(cfg)
     setup_logging()
+    if int(os.environ.get("RANK", "0")) == 0:
+        ensure_builtin_data(cfg)
     samples, folds, ids = kfold.prepare(cfg, image_ids)
-    for fold in range(cfg["start_fold"], cfg["k_flod"]):
-        print(f"fold {fold} of folds {cfg['start_fold']}..{cfg['k_flod'] - 1} -> {kfold.fold_dir(cfg, fold)}")
+    chosen = [cfg["val_fold"]] if cfg["val_fold"] is not None else range(cfg["start_fold"], cfg["k_flod"])
+    for fold in chosen:
+        print(f"fold {fold} of folds {chosen[0]}..{chosen[-1]} -> {kfold.fold_dir(cfg, fold)}")
         code = train_one(kfold.fold_config(cfg, fold))
         if code:
             return code
@@ -151,7 +155,9 @@ def train_one(cfg: dict) -> int:
         torch.distributed.barrier()
     if cfg["audit"] and dist.is_main:
         start_log_file(cfg["save_dir"], files.LOGS["train"])
-        run_audit(_audit_splits(cfg), os.path.join(cfg["save_dir"], "audit"), max(1, cfg["num_workers"]))
+        splits = _audit_splits(cfg)
+        if splits:
+            run_audit(splits, os.path.join(cfg["save_dir"], "audit"), max(1, cfg["num_workers"]))
     train_loader, val_loader, meta.class_names = build.build_train_loaders(cfg, dist)
     runner = build.build_runner(cfg, model, meta, dist, train_labels=loader_labels(train_loader))
     if cfg["lr_find"]:
@@ -197,8 +203,14 @@ def _lr_find(runner, loader, cfg: dict, dist) -> int:
 
 
 def _audit_splits(cfg: dict) -> dict:
-    """The labelled splits of this config (test_path only when it has class folders)."""
-    splits = {"train": cfg["train_path"]}
+    """The class-folder splits of this config: train_path unless its labels come from a CSV, val and test only
+    when they have class folders."""
+    splits = {}
+    if cfg["label_type"] == "CSV":
+        log.warning("audit: train_path %s takes its labels from %s, and the audit reads class folders; train "
+                    "is not audited", cfg["train_path"], cfg["label_path"])
+    else:
+        splits["train"] = cfg["train_path"]
     for split in ("val", "test"):
         path = cfg[f"{split}_path"]
         try:
@@ -313,7 +325,7 @@ def predict(cfg: dict) -> int:
         first = pd.read_csv(out_path, nrows=cfg["heatmap_max"], keep_default_na=False)
         picks = [(i, int(row.label), f"{i:03d}_{row.class_name}_{flat_name(row.image_id)}")
                  for i, row in enumerate(first.itertuples()) if row.label != ""]
-        write_heatmaps(model, samples, picks, cfg)
+        write_heatmaps(model, samples, picks, cfg, replaces=("[0-9][0-9][0-9]_*",))
     return 0
 
 

@@ -1,8 +1,10 @@
 """What evaluate and predict write: pre.csv streamed batch by batch, the evaluation files, the Grad-CAM overlays."""
 import csv
+import glob
 import io
 import logging
 import os
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,13 +37,18 @@ def evaluation_heatmaps(model, samples, result: dict, root: str, cfg: dict) -> N
     ids = image_ids([samples.paths[i] for i in index], root)
     picks = evaluation_picks(result["labels"], result["probs"], ids, model.meta.class_names, cfg["heatmap_max"])
     picks = [(index[i], k, name) for i, k, name in picks]  # positions among readable images -> dataset indices
-    write_heatmaps(model, samples, picks, cfg)
+    write_heatmaps(model, samples, picks, cfg, replaces=("wrong_*", "right_*"))
 
 
-def write_heatmaps(model, samples, picks, cfg: dict) -> None:
+def write_heatmaps(model, samples, picks, cfg: dict, replaces: Sequence[str]) -> None:
+    """Grad-CAM overlays of ``picks`` into ``save_dir/heatmaps``, after deleting the files matching ``replaces``
+    (the previous evaluate's or predict's, which would otherwise pass for this model's)."""
     from .heatmaps import save_heatmaps
     dataset = FileDataset(samples, model.meta.channels, model.meta.img_size)
     out = files.out(cfg, files.HEATMAPS_DIR)
+    for pattern in replaces:
+        for path in glob.glob(os.path.join(out, pattern)):
+            os.remove(path)
     written = save_heatmaps(model, dataset, picks, out, cfg["heatmap_layer"])
     log.info("wrote %d Grad-CAM heatmaps to %s/", written, out)
 

@@ -2,6 +2,7 @@
 import glob
 import logging
 import os
+import shutil
 from typing import Optional
 
 import torch
@@ -85,7 +86,10 @@ class CheckpointSaver:
             save_checkpoint(best, self.path(files.best_snapshot(epoch, value)))
 
     def remove_stale(self) -> None:
-        """Delete epoch and best snapshots a previous run left in ``save_dir`` (a fresh run starts clean)."""
+        """Delete what a previous run left in ``save_dir`` that would pass for this run's: epoch and best snapshots,
+        and the evaluation and heatmaps of the old model, which ``report.html`` would show as the new one's."""
         for pattern in ("epoch_*.pth", "best_e*.pth", files.INTERRUPTED):
             for path in glob.glob(self.path(pattern)):
                 os.remove(path)
+        for name in (files.EVAL_DIR, files.HEATMAPS_DIR):
+            shutil.rmtree(self.path(name), ignore_errors=True)

@@ -29,8 +29,9 @@ def flatten(data, tmp_path):
 def test_csv_labels_train_with_a_saved_split_and_evaluate_like_folders(tiny_data, tmp_path, capsys):
     flat = flatten(tiny_data, tmp_path)
     cfg = tiny_cfg(tiny_data, tmp_path / "o", label_type="CSV", label_path=str(tmp_path / "train.csv"),
-                   train_path=str(flat / "train"), val_path="", val_fraction=0.25, epochs=2)
+                   train_path=str(flat / "train"), val_path="", val_fraction=0.25, epochs=2, audit=True)
     assert train_main(cfg_overrides(cfg)) == 0
+    assert "takes its labels from" in capsys.readouterr().out  # the class-folder audit leaves train out
     split = pd.read_csv(tmp_path / "o" / "split.csv")
     assert list(split.columns) == ["image_id", "label", "split"] and len(split) == 48
     assert (split.groupby("label")["split"].apply(lambda s: (s == "val").sum()) == 4).all()  # stratified

@@ -70,6 +70,19 @@ def test_resume_continues_folds_that_have_a_last_pth(cv_run, capsys):
     assert len(pd.read_csv(os.path.join(cfg["save_dir"], "fold2", "results.csv"))) == 5
 
 
+def test_val_fold_retrains_that_fold_in_its_folder_and_refreshes_oof(cv_run):
+    cfg, _ = cv_run
+    out = cfg["save_dir"]
+    first = {f: os.path.getmtime(os.path.join(out, f"fold{f}", "best.pth")) for f in (0, 2)}
+    oof_before = os.path.getmtime(os.path.join(out, "oof.csv"))
+    assert train_main(cfg_overrides({**cfg, "val_fold": 1, "epochs": 2})) == 0
+    assert len(pd.read_csv(os.path.join(out, "fold1", "results.csv"))) == 2
+    assert {f: os.path.getmtime(os.path.join(out, f"fold{f}", "best.pth")) for f in (0, 2)} == first
+    assert not os.path.exists(os.path.join(out, "best.pth"))  # nothing trained into save_dir itself
+    assert os.path.getmtime(os.path.join(out, "oof.csv")) > oof_before
+    assert len(pd.read_csv(os.path.join(out, "oof.csv"))) == 48
+
+
 def test_k_fold_spelling_and_val_path_set_ignores_folds(tiny_data, tmp_path):
     assert load_config(None, ["k_fold=4"])["k_flod"] == 4
     cfg = tiny_cfg(tiny_data, tmp_path / "o", epochs=1, k_flod=3, start_fold=1, val_fold=None)

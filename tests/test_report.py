@@ -20,11 +20,11 @@ def report(tmp_path_factory):
     assert train_main(cfg_overrides(cfg)) == 0
     after_training = (root / "out" / "report.html").read_text()
     assert evaluate_main(cfg_overrides({**cfg, "show_heatmap": True})) == 0
-    return root / "out" / "report.html", after_training
+    return root / "out" / "report.html", after_training, cfg
 
 
 def test_training_writes_it_and_evaluate_updates_it(report):
-    path, after_training = report
+    path, after_training, _ = report
     assert "Not evaluated yet" in after_training and "loss curves" in after_training
     page = path.read_text()
     for part in ("easycls run report", "Data", "Audit: 0 unreadable", "Evaluation", "Calibration",
@@ -52,3 +52,13 @@ def test_headless_chromium_renders_it(report, tmp_path):
     assert pixels.shape == (1800, 1100)
     assert pixels.std() > 20  # text, tables and pictures, not a blank page
     assert (pixels[:120] < 100).mean() > 0.01  # the dark heading is drawn at the top
+
+
+def test_a_fresh_training_run_drops_the_old_models_evaluation(report):
+    """Runs last: it retrains in the same save_dir, whose old eval/ and heatmaps/ would pass for the new model's."""
+    path, _, cfg = report
+    out = path.parent
+    assert (out / "eval" / "metrics.json").is_file() and any((out / "heatmaps").iterdir())
+    assert train_main(cfg_overrides({**cfg, "epochs": 1})) == 0
+    assert not (out / "eval").exists() and not (out / "heatmaps").exists()
+    assert "Not evaluated yet" in path.read_text()
