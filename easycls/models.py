@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import torchvision
 from timm.models import adapt_input_conv
 
+from . import small_models  # noqa: F401  (registers the small-input ResNets with timm)
 from .checkpoints import read_state_dict
 from .config import MODEL_ALIASES
 from .errors import CheckpointError, ConfigError

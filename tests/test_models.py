@@ -1,9 +1,12 @@
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import make_tiny_data, run_script, tiny_cfg, write_config
+
 from easycls.errors import CheckpointError, ConfigError
-from easycls.models import (classifier_prefix, create_model, load_pretrained, resolve_name,
+from easycls.models import (classifier_prefix, create_model, hub_weights, load_pretrained, resolve_name,
                             set_backbone_trainable)
 
 
@@ -84,3 +87,33 @@ def test_freeze_leaves_only_the_head_trainable():
     assert head == "classifier" and trainable == ["classifier.weight", "classifier.bias"]
     set_backbone_trainable(model, True)
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_small_input_resnet_keeps_twice_the_resolution_at_a_quarter_of_the_parameters():
+    small, base = create_model("resnet10t_small", 10, in_chans=1).eval(), create_model("resnet10t", 10, 1).eval()
+    x = torch.rand(2, 1, 28, 28)
+    assert small.forward_features(x).shape == (2, 256, 2, 2)  # resnet10t ends at 1x1
+    assert base.forward_features(x).shape == (2, 512, 1, 1)
+    assert small(x).shape == (2, 10)
+    assert sum(p.numel() for p in small.parameters()) < sum(p.numel() for p in base.parameters()) / 3
+    assert [i["reduction"] for i in small.feature_info] == [2, 2, 4, 8, 16]
+    assert classifier_prefix(small) == "fc"
+
+
+def test_small_input_resnet_has_no_hub_weights():
+    with pytest.raises(CheckpointError, match="resnet10t_small has no pretrained weights"):
+        hub_weights("resnet10t_small", True)
+
+
+def test_small_input_resnet_trains_and_reloads_by_name_in_a_new_process(tmp_path):
+    data = make_tiny_data(tmp_path)
+    cfg = tiny_cfg(data, tmp_path / "out", model_name="resnet10t_small", epochs=4, optimizer="AdamW",
+                   learning_rate=0.003)
+    config = write_config(tmp_path / "config.py", cfg)
+    assert run_script("train.py", "--config", config, cwd=tmp_path).returncode == 0
+    assert pd.read_csv(tmp_path / "out" / "results.csv")["val_acc"].max() >= 0.9
+    result = run_script("predict.py", "--config", config, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    pre = pd.read_csv(tmp_path / "out" / "pre.csv")
+    truth = pre["image_id"].str.split("/").str[0]
+    assert len(pre) == 18 and (pre["class_name"] == truth).mean() >= 0.9
