@@ -18,7 +18,8 @@ class GradientStep:
     batches (and on an epoch's last batch), each batch's loss divided by its group's size.
 
     ``steps`` counts the optimizer steps taken. With ``amp_dtype`` float16 a GradScaler skips steps whose gradients
-    overflowed; without it (float32, bfloat16) a group whose loss was not finite is skipped, and ``MAX_BAD_STEPS`` in a row stop training.
+    overflowed; without one (float32, bfloat16) a group whose loss was not finite is skipped, and ``MAX_BAD_STEPS``
+    in a row stop training.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, device: torch.device,
