@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from .errors import DataError, exit_code
+from easycls.core.errors import DataError, exit_code
 
 log = logging.getLogger(__name__)
 FASHION_CLASSES = ["T-shirt_top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",

@@ -5,11 +5,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, cfg_overrides, tiny_cfg
 from PIL import Image
 
-from conftest import ROOT, cfg_overrides, tiny_cfg
-from easycls.audit import audit, find_splits
-from easycls.cli import train_main
+from easycls.cli.train import train_main
+from easycls.data.audit import audit, find_splits
 
 
 # ----------------------------------------------------------------------------- audit
@@ -29,7 +29,7 @@ def test_audit_counts_unreadable_duplicates_and_leakage(tiny_data, tmp_path):
 
 
 def test_audit_command_and_train_preflight(tiny_data, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "easycls.audit", str(tiny_data), "--out", str(tmp_path / "a")],
+    result = subprocess.run([sys.executable, "-m", "easycls.data.audit", str(tiny_data), "--out", str(tmp_path / "a")],
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0 and "0 unreadable" in result.stdout + result.stderr
     assert "| train | 48 | 3 | 1.0 |" in (tmp_path / "a" / "audit.md").read_text()

@@ -7,9 +7,15 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from easycls.augment import (RANDAUGMENT_OPS, TRIVIALAUGMENT_OPS, BatchAugment, PolicyAugment, build_augment,
-                             build_erasing)
-from easycls.data import Preprocessor
+from easycls.data.augment import (
+    RANDAUGMENT_OPS,
+    TRIVIALAUGMENT_OPS,
+    BatchAugment,
+    PolicyAugment,
+    build_augment,
+    build_erasing,
+)
+from easycls.data.loaders import Preprocessor
 
 NEAREST = InterpolationMode.NEAREST
 

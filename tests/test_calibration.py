@@ -6,11 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import cfg_overrides, tiny_cfg
-from easycls.calibration import (calibration_report, expected_calibration_error, fit_temperature, reject_stats,
-                                 soften)
-from easycls.cli import evaluate_main, predict_main, train_main
+
+from easycls.cli.inference import evaluate_main, predict_main
+from easycls.cli.train import train_main
+from easycls.evaluation.calibration import (
+    calibration_report,
+    expected_calibration_error,
+    fit_temperature,
+    reject_stats,
+    soften,
+)
 
 
 def sampled(temperature, n=20000, classes=5, seed=0):

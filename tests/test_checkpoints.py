@@ -4,11 +4,12 @@ import os
 
 import pytest
 import torch
-
 from conftest import cfg_overrides, resumable_cfg, run_script
-from easycls.checkpoints import atomic_write, load_checkpoint, save_checkpoint
-from easycls.cli import evaluate_main, predict_main, train_main
-from easycls.errors import CheckpointError
+
+from easycls.cli.inference import evaluate_main, predict_main
+from easycls.cli.train import train_main
+from easycls.core.checkpoints import atomic_write, load_checkpoint, save_checkpoint
+from easycls.core.errors import CheckpointError
 
 
 # ----------------------------------------------------------------------------- checkpoint files

@@ -6,12 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import cfg_overrides, make_tiny_data, run_script, tiny_cfg, write_config, write_images
 from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score
 
-from conftest import cfg_overrides, make_tiny_data, run_script, tiny_cfg, write_config, write_images
-from easycls.cli import evaluate_main, predict_main, train_main
-from easycls.errors import ConfigError
+from easycls.cli.inference import evaluate_main, predict_main
+from easycls.cli.train import train_main
+from easycls.core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -144,18 +145,18 @@ def test_a_missing_pretrained_file_is_reported_before_the_data_is_scanned(tmp_pa
 
 
 def test_several_gpu_ids_point_to_torchrun(monkeypatch):
-    from easycls import build
-    from easycls.config import defaults
+    from easycls.config.schema import defaults
+    from easycls.engine import builder
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     with pytest.raises(ConfigError, match=r"GPU_ID='0,1' names 2 GPUs.*torchrun --standalone --nproc_per_node=2"):
-        build.preflight({**defaults(), "GPU_ID": "0,1"})
+        builder.preflight({**defaults(), "GPU_ID": "0,1"})
 
 
 @pytest.mark.parametrize("path,builtin", [("data/digits/train", True), ("data/digits", True),
                                           ("./data/digits/val", True), ("data/digits_v2/train", False),
                                           ("data/digitsx", False), ("other/data/digits", False)])
 def test_only_the_builtin_digits_folder_counts_as_builtin(path, builtin):
-    from easycls.cli import is_builtin_digits
+    from easycls.cli.common import is_builtin_digits
     assert is_builtin_digits(path) == builtin
 
 
@@ -171,7 +172,7 @@ def test_freeze_then_unfreeze_really_trains_the_backbone(tiny_data, tmp_path):
     assert train_main(cfg_overrides(cfg)) == 0
     e1 = torch.load(tmp_path / "o" / "epoch_001.pth", weights_only=True)["model"]
     e2 = torch.load(tmp_path / "o" / "epoch_002.pth", weights_only=True)["model"]
-    from easycls.models import create_model
+    from easycls.models.factory import create_model
     torch.manual_seed(42)  # the default random_seed, as train.py seeds it
     init = create_model("test_efficientnet", 3, 1).state_dict()
     weights = [k for k in init if k.endswith("weight") and "bn" not in k and init[k].ndim == 4]
@@ -194,8 +195,9 @@ def test_pretrained_fine_tune_from_a_checkpoint_of_another_dataset(trained, tmp_
 
 
 def test_tta_averages_each_prediction_with_its_flip(trained, tiny_data, tmp_path):
-    from easycls.config import defaults, validate
-    from easycls.inference import load_predictor
+    from easycls.config.loading import validate
+    from easycls.config.schema import defaults
+    from easycls.evaluation.predictor import load_predictor
     cfg = validate({**defaults(), **trained[0], "TTA": True})
     model = load_predictor(cfg)
     images = torch.randint(0, 255, (4, 1, 16, 16), dtype=torch.uint8)

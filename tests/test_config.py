@@ -1,7 +1,8 @@
 import pytest
 
-from easycls.config import SCHEMA, load_config, parse_override
-from easycls.errors import ConfigError, SpecError
+from easycls.config.loading import load_config, parse_override
+from easycls.config.schema import SCHEMA
+from easycls.core.errors import ConfigError, SpecError
 
 SEED_EXAMPLE = dict(model_name="mobilenetv3", GPU_ID="0", class_number=10, random_seed=42, cfg_verbose=True,
                     num_workers=4, train_path="./data/train", val_path="./data/val", pretrained="",

@@ -4,9 +4,10 @@ import os
 
 import pandas as pd
 import pytest
-
 from conftest import cfg_overrides, tiny_cfg
-from easycls.cli import evaluate_main, train_main
+
+from easycls.cli.inference import evaluate_main
+from easycls.cli.train import train_main
 
 
 def flatten(data, tmp_path):

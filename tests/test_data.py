@@ -3,14 +3,14 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import write_images
 from PIL import Image
 
-from conftest import write_images
-from easycls.augment import BatchAugment
-from easycls.data import (Samples, FileDataset, MemoryLoader, Preprocessor, EpochSampler, collate,
-                          decode_all, epoch_order, scan_labelled, scan_unlabelled)
-from easycls.errors import DataError
-from easycls.images import read_image
+from easycls.core.errors import DataError
+from easycls.data.augment import BatchAugment
+from easycls.data.images import read_image
+from easycls.data.loaders import EpochSampler, FileDataset, MemoryLoader, Preprocessor, collate, decode_all, epoch_order
+from easycls.data.scan import Samples, scan_labelled, scan_unlabelled
 
 
 def test_scan_sorted_classes_extensions_and_hidden(tmp_path):
@@ -112,7 +112,7 @@ def test_scan_unlabelled_is_recursive_and_counts_other_files(tmp_path):
 @pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "P", "I;16"])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_png_fast_path_equals_the_pil_path(tmp_path, mode, channels):
-    from easycls.images import _open
+    from easycls.data.images import _open
     rng = np.random.default_rng(0)
     if mode == "I;16":
         image = Image.fromarray(rng.integers(0, 65535, (9, 7), dtype=np.uint16))
@@ -130,7 +130,7 @@ def test_png_fast_path_equals_the_pil_path(tmp_path, mode, channels):
 @pytest.mark.parametrize("ahead", [0, 1, 4])
 def test_prefetch_loader_yields_every_item_in_order(count, ahead):
     """ahead=0 is the CPU path (decode between batches); ahead>0 the GPU path (decode while the model runs)."""
-    from easycls.data import PrefetchLoader
+    from easycls.data.loaders import PrefetchLoader
 
     class Numbers:
         def __len__(self):

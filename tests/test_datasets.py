@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from easycls.core.errors import DataError
 from easycls.datasets import FONTS, TEST_FONTS, main, read_idx, render_digits
-from easycls.errors import DataError
 
 
 def counts(root):
@@ -23,8 +23,8 @@ def test_digits_writes_every_image_once(tmp_path):
 
 
 def test_digits_command_writes_the_split_a_first_training_run_writes(tmp_path, monkeypatch):
-    from easycls.cli import ensure_builtin_data
-    from easycls.config import defaults
+    from easycls.cli.common import ensure_builtin_data
+    from easycls.config.schema import defaults
     assert main(["digits", str(tmp_path / "command")]) == 0
     monkeypatch.chdir(tmp_path)
     ensure_builtin_data(defaults())  # what `python train.py` does first with the default config

@@ -4,9 +4,9 @@ import os
 import pandas as pd
 import pytest
 import torch
-
 from conftest import cfg_overrides, tiny_cfg, write_images
-from easycls.cli import train_main
+
+from easycls.cli.train import train_main
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +35,10 @@ def test_a_student_trains_from_a_teacher_and_the_log_names_it(teacher, tmp_path,
 
 
 def test_the_distillation_term_is_zero_when_student_and_teacher_agree():
-    from easycls.checkpoints import ModelMeta
-    from easycls.data import Preprocessor
-    from easycls.distill import Distiller
-    from easycls.inference import InferenceModel
+    from easycls.core.checkpoints import ModelMeta
+    from easycls.data.loaders import Preprocessor
+    from easycls.engine.distill import Distiller
+    from easycls.evaluation.predictor import InferenceModel
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
     meta = ModelMeta("linear", ["a", "b", "c"], [4, 4], 1, [0.5], [0.25])
     teacher = InferenceModel(net, meta, Preprocessor(meta.mean, meta.std, 1, torch.device("cpu")))

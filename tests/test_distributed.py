@@ -7,7 +7,6 @@ import sys
 import pandas as pd
 import pytest
 import torch
-
 from conftest import ROOT, cfg_overrides, run_script, tiny_cfg
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built")

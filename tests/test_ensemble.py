@@ -4,9 +4,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import cfg_overrides, tiny_cfg, write_images
-from easycls.cli import evaluate_main, predict_main, train_main
+
+from easycls.cli.inference import evaluate_main, predict_main
+from easycls.cli.train import train_main
 
 
 @pytest.fixture(scope="module")

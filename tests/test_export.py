@@ -7,10 +7,10 @@ import sys
 import pandas as pd
 import pytest
 import torch
-
 from conftest import cfg_overrides, make_tiny_data, run_script, tiny_cfg
-from easycls.cli import train_main
-from easycls.errors import ConfigError
+
+from easycls.cli.train import train_main
+from easycls.core.errors import ConfigError
 
 pytest.importorskip("onnxruntime")
 
@@ -74,8 +74,8 @@ def test_predict_and_evaluate_from_an_exported_file_match_the_checkpoint_without
 
 
 def test_missing_onnxruntime_names_the_extra(exported, monkeypatch):
-    from easycls.config import defaults
-    from easycls.inference import load_predictor
+    from easycls.config.schema import defaults
+    from easycls.evaluation.predictor import load_predictor
     cfg, _, _ = exported
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(ConfigError, match=r'onnxruntime is not installed: pip install -e "\.\[onnx\]"'):
@@ -83,7 +83,7 @@ def test_missing_onnxruntime_names_the_extra(exported, monkeypatch):
 
 
 def test_export_refuses_an_exported_file(exported, capsys):
-    from easycls.cli import export_main
+    from easycls.cli.inference import export_main
     cfg, _, _ = exported
     assert export_main(cfg_overrides({**cfg, "model_path": os.path.join(cfg["save_dir"], "model.onnx")})) == 2
     assert "export needs a checkpoint" in capsys.readouterr().err

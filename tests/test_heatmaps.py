@@ -4,11 +4,13 @@ import os
 import numpy as np
 import pytest
 import torch
+from conftest import cfg_overrides
 from PIL import Image
 
-from conftest import cfg_overrides
-from easycls.cli import evaluate_main, predict_main, train_main
-from easycls.config import defaults, validate
+from easycls.cli.inference import evaluate_main, predict_main
+from easycls.cli.train import train_main
+from easycls.config.loading import validate
+from easycls.config.schema import defaults
 
 pytest.importorskip("pytorch_grad_cam")
 
@@ -44,9 +46,10 @@ def blob_model(tmp_path_factory):
 
 
 def test_the_map_is_highest_over_the_informative_region(blob_model):
-    from easycls.data import FileDataset, scan_labelled
-    from easycls.heatmaps import grad_cam
-    from easycls.inference import load_predictor
+    from easycls.data.loaders import FileDataset
+    from easycls.data.scan import scan_labelled
+    from easycls.evaluation.heatmaps import grad_cam
+    from easycls.evaluation.predictor import load_predictor
     cfg, where, _ = blob_model
     model = load_predictor(validate({**defaults(), **cfg}))
     samples = scan_labelled(cfg["test_path"])

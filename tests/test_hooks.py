@@ -6,13 +6,13 @@ import sys
 import pandas as pd
 import pytest
 import torch
-
 from conftest import cfg_overrides, run_script, tiny_cfg
+
 from easycls import Hook, list_hooks, register_hook
-from easycls.cli import train_main
-from easycls.config import load_config
-from easycls.errors import ConfigError
-from easycls.hooks import HOOKS, build_hook
+from easycls.cli.train import train_main
+from easycls.config.loading import load_config
+from easycls.core.errors import ConfigError
+from easycls.engine.hooks.base import HOOKS, build_hook
 
 USER_CONFIG = '''
 import json

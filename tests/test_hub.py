@@ -7,9 +7,8 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from conftest import ROOT, cfg_overrides, tiny_cfg
+from safetensors.torch import save_file
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

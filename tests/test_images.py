@@ -6,11 +6,11 @@ import zlib
 import cv2
 import numpy as np
 import pytest
+from conftest import cfg_overrides, tiny_cfg
 from PIL import Image
 
-from conftest import cfg_overrides, tiny_cfg
-from easycls.cli import train_main
-from easycls.images import ImageReadError, decode_full, read_image
+from easycls.cli.train import train_main
+from easycls.data.images import ImageReadError, decode_full, read_image
 
 
 # ----------------------------------------------------------------------------- pixels and bad files

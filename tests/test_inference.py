@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import ROOT, cfg_overrides, tiny_cfg, write_config
-from easycls.cli import train_main
+
+from easycls.cli.train import train_main
 
 
 # ----------------------------------------------------------------------------- predict at scale

@@ -4,10 +4,11 @@ import os
 
 import pandas as pd
 import pytest
-
 from conftest import cfg_overrides, tiny_cfg, write_images
-from easycls.cli import evaluate_main, train_main
-from easycls.config import load_config
+
+from easycls.cli.inference import evaluate_main
+from easycls.cli.train import train_main
+from easycls.config.loading import load_config
 
 PLANTED = ["right/wrong_a.png", "right/wrong_b.png"]
 

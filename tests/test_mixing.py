@@ -4,12 +4,12 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import cfg_overrides, tiny_cfg
 from PIL import Image
 
-from conftest import cfg_overrides, tiny_cfg
-from easycls.cli import train_main
-from easycls.losses import create_loss, list_losses
-from easycls.step import GradientStep
+from easycls.cli.train import train_main
+from easycls.engine.step import GradientStep
+from easycls.optim.losses import create_loss, list_losses
 
 
 @pytest.mark.parametrize("name", list_losses())

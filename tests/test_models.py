@@ -1,13 +1,18 @@
 import pandas as pd
 import pytest
 import torch
+from conftest import make_tiny_data, run_script, tiny_cfg, write_config
 from safetensors.torch import save_file
 
-from conftest import make_tiny_data, run_script, tiny_cfg, write_config
-
-from easycls.errors import CheckpointError, ConfigError
-from easycls.models import (classifier_prefix, create_model, hub_weights, load_pretrained, resolve_name,
-                            set_backbone_trainable)
+from easycls.core.errors import CheckpointError, ConfigError
+from easycls.models.factory import (
+    classifier_prefix,
+    create_model,
+    hub_weights,
+    load_pretrained,
+    resolve_name,
+    set_backbone_trainable,
+)
 
 
 @pytest.mark.parametrize("alias,name", [("mobilenetv3", "mobilenetv3_large_100"), ("mobilenetv2", "mobilenetv2_100"),

@@ -5,10 +5,11 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import cfg_overrides, tiny_cfg
 from PIL import Image
 
-from conftest import cfg_overrides, tiny_cfg
-from easycls.cli import evaluate_main, train_main
+from easycls.cli.inference import evaluate_main
+from easycls.cli.train import train_main
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import sys
 import pandas as pd
 import pytest
 import torch
-
 from conftest import ROOT, cfg_overrides, resumable_cfg, run_script, wait_for_rows
-from easycls.cli import train_main
+
+from easycls.cli.train import train_main
 
 
 def tensors(state, prefix=""):

@@ -3,16 +3,15 @@ import os
 
 import pytest
 import torch
-
 from conftest import cfg_overrides, tiny_cfg
-from easycls import build
-from easycls.checkpoints import ModelMeta, split_checkpoint
-from easycls.cli import train_main
-from easycls.config import defaults
-from easycls.data import Batch
-from easycls.errors import TrainingError
-from easycls.hooks import Hook
-from easycls.hooks import EVENTS
+
+from easycls.cli.train import train_main
+from easycls.config.schema import defaults
+from easycls.core.checkpoints import ModelMeta, split_checkpoint
+from easycls.core.errors import TrainingError
+from easycls.data.loaders import Batch
+from easycls.engine import builder
+from easycls.engine.hooks.base import EVENTS, Hook
 
 
 def full_cfg(data, out, **extra):
@@ -21,10 +20,10 @@ def full_cfg(data, out, **extra):
 
 def make_runner(tiny_data, tmp_path, loss_fn=None, hooks=None, **extra):
     cfg = full_cfg(tiny_data, tmp_path / "o", **extra)
-    train_loader, val_loader, classes = build.build_train_loaders(cfg, build.DistInfo())
-    model, meta = build.build_model(cfg)
+    train_loader, val_loader, classes = builder.build_train_loaders(cfg, builder.DistInfo())
+    model, meta = builder.build_model(cfg)
     meta.class_names = classes
-    runner = build.build_runner(cfg, model, meta, device=torch.device("cpu"), loss_fn=loss_fn, hooks=hooks)
+    runner = builder.build_runner(cfg, model, meta, device=torch.device("cpu"), loss_fn=loss_fn, hooks=hooks)
     return runner, train_loader, val_loader
 
 
@@ -38,7 +37,7 @@ def test_events_come_in_order_once_per_epoch_and_once_per_batch(tiny_data, tmp_p
         setattr(Rec, event, lambda self, runner, *args, _e=event: events.append((_e, runner.epoch)))
     cfg = full_cfg(tiny_data, tmp_path / "o", epochs=2, batch_size=16)
     runner, train_loader, val_loader = make_runner(tiny_data, tmp_path, epochs=2, batch_size=16,
-                                                   hooks=build.build_hooks(cfg) + [Rec()])
+                                                   hooks=builder.build_hooks(cfg) + [Rec()])
     runner.train(train_loader, val_loader)
     per_epoch = lambda e: ([("before_train_epoch", e)] + [("before_train_iter", e), ("after_train_iter", e)] * 3  # noqa
                            + [("after_train_epoch", e), ("before_val_epoch", e), ("after_val_epoch", e)])
@@ -70,7 +69,7 @@ def linear_runner(tmp_path, accumulate, **extra):
     meta = ModelMeta("linear", ["a", "b", "c"], [4, 4], 1, [0.5], [0.5])
     cfg = {**defaults(), "save_dir": str(tmp_path), "accumulate_steps": accumulate, "optimizer": "SGD-0.9",
            "learning_rate": 0.1, "augment": "none", "channels_last": False, "class_number": 3, **extra}
-    return build.build_runner(cfg, model, meta, device=torch.device("cpu"), hooks=[])
+    return builder.build_runner(cfg, model, meta, device=torch.device("cpu"), hooks=[])
 
 
 def batches(images, labels, size):

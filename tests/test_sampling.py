@@ -5,13 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import cfg_overrides, tiny_cfg
-from easycls.cli import predict_main, train_main
-from easycls.data import EpochSampler, Samples
-from easycls.labels import sample_weights
-from easycls.errors import DataError
 from test_config import SEED_EXAMPLE
+
+from easycls.cli.inference import predict_main
+from easycls.cli.train import train_main
+from easycls.core.errors import DataError
+from easycls.data.labels import sample_weights
+from easycls.data.loaders import EpochSampler
+from easycls.data.scan import Samples
 
 
 def test_balanced_weights_draw_each_class_about_equally_and_zero_never():
@@ -62,10 +64,10 @@ def test_weights_for_two_classes_make_a_model_that_predicts_only_those(tiny_data
 
 
 def test_class_weight_balanced_follows_scikit_learn(tiny_data, tmp_path):
-    from easycls import build
+    from easycls.engine import builder
     os.remove(tiny_data / "train" / "left" / "000.png")
     cfg = tiny_cfg(tiny_data, tmp_path / "o", class_weight="balanced")
-    weights = build.class_weights({**cfg, "class_number": 3}, [0] * 15 + [1] * 16 + [2] * 16)
+    weights = builder.class_weights({**cfg, "class_number": 3}, [0] * 15 + [1] * 16 + [2] * 16)
     assert weights == pytest.approx([47 / (3 * 15), 47 / (3 * 16), 47 / (3 * 16)])
     assert train_main(cfg_overrides({**cfg, "epochs": 1})) == 0
 

@@ -2,10 +2,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from easycls.errors import SpecError
-from easycls.losses import create_loss, list_losses
-from easycls.optim import create_optimizer, list_optimizers
-from easycls.schedulers import SCHEDULERS, create_scheduler, list_schedulers
+from easycls.core.errors import SpecError
+from easycls.optim.losses import create_loss, list_losses
+from easycls.optim.optimizers import create_optimizer, list_optimizers
+from easycls.optim.schedulers import SCHEDULERS, create_scheduler, list_schedulers
 
 
 def tiny_model():
@@ -143,5 +143,5 @@ def test_names_match_exactly_not_by_substring():
 @pytest.mark.parametrize("name,known", [("adopt", True), ("lookahead_adamw", True), ("foo_adam", False),
                                         ("xadam", False), ("lookahead_foo", False)])
 def test_timm_optimizer_names_match_exactly(name, known):
-    from easycls.optim import is_timm_optimizer
+    from easycls.optim.optimizers import is_timm_optimizer
     assert is_timm_optimizer(name) == known

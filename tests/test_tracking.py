@@ -3,8 +3,8 @@ import os
 import pytest
 import torch
 
-from easycls.errors import TrainingError
-from easycls.tracking import CheckpointSaver, EarlyStopper
+from easycls.core.errors import TrainingError
+from easycls.engine.tracking import CheckpointSaver, EarlyStopper
 
 # (mode, patience, min_delta, values, epoch it stops at (None = never), best epoch)
 CASES = [

@@ -1,0 +1,64 @@
+"""Labels from a CSV (``label_type='CSV'``) and per-image sampling weights (``sample_weights``), both checked
+row by row: an error names the rows that are wrong."""
+import os
+from typing import List, Optional
+
+import numpy as np
+import pandas as pd
+
+from easycls.core.errors import DataError
+from easycls.data.scan import Samples, image_ids
+
+
+def _name_rows(what: str, rows: List[str]) -> str:
+    return f"{what}: {', '.join(map(str, rows[:5]))}" + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+
+
+def read_label_csv(csv_path: str, root: str, classes: Optional[List[str]] = None):
+    """Samples from a CSV of ``image_id,label`` (optionally ``split``: train or val) with ids relative to ``root``,
+    and the split column (None without one). Classes are the sorted labels unless ``classes`` fixes them."""
+    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    if list(table.columns[:2]) != ["image_id", "label"]:
+        raise DataError(f"{csv_path} must start with the columns image_id,label; it has {list(table.columns)}")
+    classes = list(classes) if classes else sorted(set(table["label"]))
+    problems = [("duplicated ids", table["image_id"][table["image_id"].duplicated()].tolist()),
+                ("labels that are not classes " + str(classes), table["image_id"][~table["label"].isin(classes)]
+                 .tolist()),
+                ("missing image files under " + root,
+                 [i for i in table["image_id"] if not os.path.isfile(os.path.join(root, i))])]
+    if "split" in table:
+        problems.append(("a split other than train or val", table["image_id"][~table["split"].isin(["train", "val"])]
+                         .tolist()))
+    for what, rows in problems:
+        if rows:
+            raise DataError(f"label_path {csv_path}: " + _name_rows(what, rows))
+    samples = Samples([os.path.join(root, i) for i in table["image_id"]], [classes.index(c) for c in table["label"]],
+                      classes)
+    return samples, (table["split"].tolist() if "split" in table else None)
+
+
+def sample_weights(samples: Samples, spec, root: str) -> List[float]:
+    """Per-image sampling weights: ``'balanced'`` (inverse class frequency) or a CSV of ``image_id,weight`` with ids
+    relative to ``root``, as in pre.csv. Every image needs one weight >= 0; errors name the rows."""
+    if spec == "balanced":
+        counts = np.bincount(samples.labels, minlength=len(samples.classes))
+        return [1.0 / counts[label] for label in samples.labels]
+    table = pd.read_csv(spec, dtype={"image_id": str})
+    if list(table.columns[:2]) != ["image_id", "weight"]:
+        raise DataError(f"{spec} must have the columns image_id,weight; it has {list(table.columns)}")
+    weights = pd.to_numeric(table["weight"], errors="coerce")
+    bad = table["image_id"][~(weights >= 0)].tolist()  # NaN, text and negative weights
+    ids = image_ids(samples.paths, root)
+    known = set(ids)
+    unknown = [i for i in table["image_id"] if i not in known]
+    missing = sorted(known - set(table["image_id"]))
+    duplicated = table["image_id"][table["image_id"].duplicated()].tolist()
+    for problem, rows in (("weights that are not numbers >= 0", bad), ("ids not under " + root, unknown),
+                          ("duplicated ids", duplicated), ("no row for these images", missing)):
+        if rows:
+            raise DataError(f"sample_weights {spec}: " + _name_rows(problem, rows))
+    by_id = dict(zip(table["image_id"], weights))
+    result = [float(by_id[i]) for i in ids]
+    if not any(result):
+        raise DataError(f"sample_weights {spec}: every weight is 0")
+    return result

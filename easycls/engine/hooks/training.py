@@ -1,0 +1,141 @@
+"""Hooks that change what is trained or kept: freezing, EMA, the LR schedule, early stop, checkpoints,
+calibration."""
+import logging
+from typing import Optional
+
+import torch
+
+from easycls.core.errors import ConfigError
+from easycls.engine.hooks.base import Hook, register_hook
+from easycls.engine.tracking import MONITORS, CheckpointSaver, EarlyStopper
+from easycls.evaluation.calibration import fit_temperature
+
+log = logging.getLogger(__name__)
+
+
+
+# ----------------------------------------------------------------------------- built-in hooks
+@register_hook
+class FreezeHook(Hook):
+    """freezeBeforeLinear: train only the classifier for the first ``epochs`` epochs, then every layer."""
+
+    priority = 10
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+        self.frozen = False
+
+    def before_train_epoch(self, runner) -> None:
+        from easycls.models.factory import set_backbone_trainable  # imports timm, which predict does without
+        frozen = runner.epoch < self.epochs
+        if frozen != self.frozen:
+            set_backbone_trainable(runner.model, not frozen)
+            self.frozen = frozen
+            runner.wrap()  # DDP must see the new set of trainable parameters
+            log.info("epoch %d: %s", runner.epoch + 1, "training the classifier only" if frozen else
+                     "training all layers")
+
+
+@register_hook
+class EMAHook(Hook):
+    """An exponential moving average of the weights (timm's ModelEmaV3, with warm-up) that validation,
+    ``best.pth``, evaluate and predict use instead of the raw weights."""
+
+    priority = 20
+
+    def __init__(self, decay: float = 0.9998, warmup: bool = True):
+        self.decay, self.warmup = decay, warmup
+        self.ema = None
+
+    def before_run(self, runner) -> None:
+        from timm.utils import ModelEmaV3
+        self.ema = ModelEmaV3(runner.model, decay=self.decay, use_warmup=self.warmup)
+        runner.eval_model = self.ema.module  # the runner saves it as eval_model and restores it on resume
+
+    def after_train_iter(self, runner, batch_idx, batch, outputs) -> None:
+        if outputs["stepped"]:
+            self.ema.update(runner.model, step=runner.optimizer_steps)
+
+
+@register_hook
+class ParamSchedulerHook(Hook):
+    """Steps the learning-rate scheduler once per epoch, on the monitored metric (ReduceLROnPlateau uses it)."""
+
+    priority = 30
+
+    def after_val_epoch(self, runner, metrics) -> None:
+        runner.scheduler.step(metrics[runner.monitor])
+
+
+@register_hook
+class EarlyStopHook(Hook):
+    """Stops training when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs (0: never)."""
+
+    priority = 40
+
+    def __init__(self, monitor: str = "val_acc", patience: int = 7, min_delta: float = 0.0):
+        if monitor not in MONITORS:
+            raise ConfigError(f"EarlyStopHook monitor {monitor!r}; allowed: {', '.join(MONITORS)}")
+        self.monitor = monitor
+        self.stopper = EarlyStopper(MONITORS[monitor], patience, min_delta)
+
+    def after_val_epoch(self, runner, metrics) -> None:
+        self.stopper.update(metrics[self.monitor], runner.epoch)
+        if self.stopper.should_stop:
+            runner.stop_training = True
+            log.info("early stop after epoch %d: %s did not improve for %d epochs; best epoch %d (%.4f)",
+                     runner.epoch + 1, self.monitor, self.stopper.patience, self.stopper.best_epoch + 1,
+                     self.stopper.best)
+
+    def state_dict(self) -> dict:
+        return self.stopper.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.stopper.load_state_dict(state)
+
+
+@register_hook
+class CalibrationHook(Hook):
+    """Temperature scaling: after each validation, fits a temperature on its logits and stores it in the model's
+    metadata, so ``best.pth`` carries the one fitted for its own weights; evaluate and predict apply it."""
+
+    priority = 70
+
+    def after_val_epoch(self, runner, metrics) -> None:
+        if runner.val_outputs:
+            logits, labels = (torch.cat(parts) for parts in zip(*runner.val_outputs))
+            runner.meta.temperature = fit_temperature(logits, labels)
+
+    def after_run(self, runner) -> None:
+        log.info("calibration: temperature %.3f fitted on the last epoch's validation set (best.pth has the one of "
+                 "its epoch)", runner.meta.temperature)
+
+
+@register_hook
+class CheckpointHook(Hook):
+    """Writes ``last.pth`` every epoch (the whole training state, every hook's included) and ``best.pth`` +
+    ``best.safetensors`` (the weights validation used) when ``monitor`` improves; rank 0 only."""
+
+    priority = 80
+
+    def __init__(self, monitor: str = "val_acc", save_best_only: bool = True, save_one_only: bool = True):
+        self.monitor = monitor
+        self.best_only, self.one_only = save_best_only, save_one_only
+        self.saver: Optional[CheckpointSaver] = None
+        self.tracker = EarlyStopper(MONITORS[monitor], patience=0)
+
+    def before_run(self, runner) -> None:
+        self.saver = CheckpointSaver(runner.cfg["save_dir"], self.best_only, self.one_only)
+
+    def after_val_epoch(self, runner, metrics) -> None:
+        improved = self.tracker.update(metrics[self.monitor], runner.epoch)
+        if runner.dist.is_main:
+            self.saver.save(runner.state_dict(), runner.epoch, metrics[self.monitor], improved)
+            if improved:
+                log.info("epoch %d: new best %s %.4f", runner.epoch + 1, self.monitor, metrics[self.monitor])
+
+    def state_dict(self) -> dict:
+        return self.tracker.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.tracker.load_state_dict(state)
