@@ -6,6 +6,8 @@ import importlib
 
 __version__ = "0.1.0"
 _EXPORTS = {
+    "train": "easycls.api", "evaluate": "easycls.api", "predict": "easycls.api", "export": "easycls.api",
+    "load_model": "easycls.api", "TrainResult": "easycls.api",
     "Hook": "easycls.engine.hooks", "list_hooks": "easycls.engine.hooks", "register_hook": "easycls.engine.hooks",
     "ModelRunner": "easycls.engine.runner", "InferenceModel": "easycls.evaluation.predictor",
     "Predictor": "easycls.evaluation.predictor", "create_model": "easycls.models.factory",

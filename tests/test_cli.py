@@ -156,7 +156,7 @@ def test_several_gpu_ids_point_to_torchrun(monkeypatch):
                                           ("./data/digits/val", True), ("data/digits_v2/train", False),
                                           ("data/digitsx", False), ("other/data/digits", False)])
 def test_only_the_builtin_digits_folder_counts_as_builtin(path, builtin):
-    from easycls.cli.common import is_builtin_digits
+    from easycls.engine.training import is_builtin_digits
     assert is_builtin_digits(path) == builtin
 
 

@@ -8,7 +8,7 @@ import ast
 import difflib
 import os
 import runpy
-from typing import Iterable, Optional, Tuple
+from typing import Iterable, Optional, Tuple, Union
 
 from easycls.config.schema import KEY_SPELLINGS, SCHEMA, _int_ge, defaults
 from easycls.core.errors import ConfigError
@@ -103,14 +103,24 @@ def read_config_file(path: str, chain: Tuple[str, ...] = ()) -> dict:
 
 
 def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> dict:
-    """Defaults, then the config file (``config.py`` in the working folder if present), then overrides."""
-    cfg = defaults()
+    """Defaults, then the config file (``config.py`` in the working folder if present), then ``key=value``
+    overrides."""
     if path is None and os.path.isfile("config.py"):
         path = "config.py"
-    if path is not None:
-        cfg.update(_spelled(read_config_file(path)))
-    for item in overrides:
-        key, value = parse_override(item)
+    return make_config(path, dict(map(parse_override, overrides)))
+
+
+def make_config(config: Union[str, os.PathLike, dict, None] = None, overrides: Optional[dict] = None) -> dict:
+    """Defaults, then ``config`` (a config file's path, a dict of keys, or None for the defaults alone), then
+    ``overrides``; validated. Raises :class:`ConfigError` with the same one-line messages as the command line."""
+    cfg = defaults()
+    if isinstance(config, (str, os.PathLike)):
+        cfg.update(_spelled(read_config_file(os.fspath(config))))
+    elif isinstance(config, dict):
+        cfg.update(_spelled(config))
+    elif config is not None:
+        raise ConfigError(f"config must be a config file's path, a dict or None; got {type(config).__name__}")
+    for key, value in (overrides or {}).items():
         key = KEY_SPELLINGS.get(key, key)
         if key not in SCHEMA:
             raise _unknown(key)

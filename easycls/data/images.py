@@ -157,12 +157,30 @@ def decode_full(path: str, channels: int = 3, at_least: int = 0) -> np.ndarray:
 
 def read_image(path: str, channels: int, size: Tuple[int, int]) -> np.ndarray:
     """Decode ``path`` into a ``(height, width, channels)`` uint8 array of ``size``; raise :class:`ImageReadError`."""
+    return _fit(decode_full(path, channels, at_least=max(size)), channels, size)
+
+
+def _fit(arr: np.ndarray, channels: int, size: Tuple[int, int]) -> np.ndarray:
     height, width = size
-    arr = decode_full(path, channels, at_least=max(height, width))
     if arr.shape[:2] != (height, width):
         shrink = arr.shape[0] > height or arr.shape[1] > width
         arr = cv2.resize(arr, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return arr.reshape(height, width, channels)
+
+
+def to_array(image, channels: int, size: Tuple[int, int]) -> np.ndarray:
+    """A path, a PIL image or a uint8 numpy array (``(H, W)`` gray, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA) as a
+    ``(height, width, channels)`` uint8 array of ``size``, converted exactly as files are for training."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(os.fspath(image), channels, size)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+            raise ValueError(f"a numpy image must be uint8 (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA; got "
+                             f"{image.dtype} {image.shape}")
+        image = Image.fromarray(image[..., 0] if image.ndim == 3 and image.shape[2] == 1 else image)
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"an image must be a path, a PIL image or a numpy array; got {type(image).__name__}")
+    return _fit(np.array(_to_mode(ImageOps.exif_transpose(image), channels)), channels, size)
 
 
 def image_size(cfg: dict) -> tuple:

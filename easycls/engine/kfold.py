@@ -58,9 +58,9 @@ def fold_config(cfg: dict, fold: int) -> dict:
     return {**cfg, "val_fold": fold, "save_dir": fold_dir(cfg, fold), "resume": resume}
 
 
-def write_out_of_fold(cfg: dict, samples: Samples, folds: np.ndarray, image_id: List[str]) -> int:
+def write_out_of_fold(cfg: dict, samples: Samples, folds: np.ndarray, image_id: List[str]) -> dict:
     """Predict each fold's val images with its ``best.pth``; write ``oof.csv``, ``cv_summary.json`` and
-    ``suspect_labels.csv``."""
+    ``suspect_labels.csv``; return the summary."""
     probs = np.full((len(samples.paths), len(samples.classes)), np.nan)
     for fold in range(cfg["k_flod"]):
         checkpoint = os.path.join(fold_dir(cfg, fold), files.BEST)
@@ -69,7 +69,7 @@ def write_out_of_fold(cfg: dict, samples: Samples, folds: np.ndarray, image_id: 
             continue
         model = InferenceModel.from_checkpoint(checkpoint, cfg)
         members = np.flatnonzero(folds == fold)
-        for index, batch_probs, _ in model.predict(inference_loader(samples.subset(members), model, cfg)):
+        for index, batch_probs, _ in model.predict_batches(inference_loader(samples.subset(members), model, cfg)):
             probs[members[index]] = batch_probs
     done = ~np.isnan(probs).any(axis=1)
     labels = np.asarray(samples.labels)
@@ -82,7 +82,7 @@ def write_out_of_fold(cfg: dict, samples: Samples, folds: np.ndarray, image_id: 
              "class out-scores (%d flagged by confident learning), most suspect first, in %s", len(summary["folds"]),
              summary["accuracy_mean"], summary["accuracy_std"], summary["macro_f1_mean"], summary["macro_f1_std"],
              len(suspects), int(suspects["label_issue"].sum()), files.out(cfg, "suspect_labels.csv"))
-    return 0
+    return summary
 
 
 def out_of_fold_table(image_id, folds, labels, probs, classes) -> pd.DataFrame:

@@ -249,7 +249,7 @@ class ModelRunner:
 
     def predict(self, loader) -> Iterator[Tuple[np.ndarray, np.ndarray, list]]:
         """Yield ``(indices, probabilities, failures)`` batch by batch (TTA when the config asks for it)."""
-        return self.inference().predict(loader)
+        return self.inference().predict_batches(loader)
 
     def evaluate(self, loader) -> dict:
         """Metrics (scikit-learn) on a labelled loader, plus the per-image labels and probabilities."""

@@ -70,25 +70,28 @@ def _csv_rows(rows) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def write_predictions(model, samples, cfg: dict, out_path: str, progress: bool = True):
-    """Stream ``model``'s predictions for ``samples`` into ``out_path`` in file order; return (rows, unreadable).
+def write_predictions(model, samples, cfg: dict, out, progress: bool = True):
+    """Stream ``model``'s predictions for ``samples`` as CSV into ``out`` (a path, or a binary file object) in file
+    order; return (rows, unreadable).
 
     ``model`` is a :class:`~easycls.evaluation.predictor.Predictor` (a checkpoint, ONNX or TorchScript model)."""
+    if isinstance(out, (str, os.PathLike)):
+        with open(out, "wb", buffering=0) as handle:  # one write per batch: a kill leaves whole rows
+            return write_predictions(model, samples, cfg, handle, progress)
     classes = model.meta.class_names
     ids = image_ids(samples.paths, cfg["test_path"])
     header = ["image_id", "label", "class_name", "confidence", "status"]
     header += [f"prob_{c}" for c in classes] if cfg["save_probs"] else []
     loader = inference_loader(samples, model, cfg)
     failed = 0
-    with open(out_path, "wb", buffering=0) as handle:  # one write per batch: a kill leaves whole rows
-        handle.write(_csv_rows([header]))
-        for index, probs, failures in tqdm(model.predict(loader), total=len(loader), desc="predict",
-                                           dynamic_ncols=True, disable=not progress):
-            rows = [_prediction_row(ids[i], p, classes, cfg) for i, p in zip(index, probs)]
-            rows += [[ids[i], "", "", "", f"error: {reason}"] for i, reason in failures]
-            failed += len(failures)
-            order = np.argsort(np.concatenate([index, [i for i, _ in failures]]), kind="stable")
-            handle.write(_csv_rows([rows[k] for k in order]))
+    out.write(_csv_rows([header]))
+    for index, probs, failures in tqdm(model.predict_batches(loader), total=len(loader), desc="predict",
+                                       dynamic_ncols=True, disable=not progress):
+        rows = [_prediction_row(ids[i], p, classes, cfg) for i, p in zip(index, probs)]
+        rows += [[ids[i], "", "", "", f"error: {reason}"] for i, reason in failures]
+        failed += len(failures)
+        order = np.argsort(np.concatenate([index, [i for i, _ in failures]]), kind="stable")
+        out.write(_csv_rows([rows[k] for k in order]))
     return len(ids), failed
 
 

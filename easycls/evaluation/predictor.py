@@ -16,12 +16,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 
 from easycls.core import files
 from easycls.core.checkpoints import ModelMeta, load_checkpoint, split_checkpoint
 from easycls.core.device import autocast, resolve_amp, select_device
 from easycls.core.errors import CheckpointError, ConfigError, TrainingError
-from easycls.data.images import image_size
+from easycls.data.images import image_size, to_array
 from easycls.data.loaders import FileDataset, PrefetchLoader, Preprocessor
 from easycls.data.scan import FailureLog, Samples
 from easycls.evaluation.metrics import compute_metrics
@@ -50,7 +51,19 @@ class Predictor(ABC):
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
         """Probabilities of one batch, without TTA."""
 
-    def predict(self, loader) -> Iterator[Tuple[np.ndarray, np.ndarray, list]]:
+    def predict(self, images, batch_size: int = 64) -> np.ndarray:
+        """Probabilities ``(N, classes)`` of images given as paths, PIL images or uint8 numpy arrays (one or a
+        list), with the model's calibration and TTA; each is resized and converted as training images are."""
+        if isinstance(images, (str, os.PathLike, np.ndarray, Image.Image)):
+            images = [images]
+        out = [np.zeros((0, len(self.meta.class_names)), dtype=np.float32)]
+        for start in range(0, len(images), batch_size):
+            arrays = [to_array(im, self.meta.channels, self.meta.img_size) for im in images[start:start + batch_size]]
+            batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+            out.append(self.probs(batch).cpu().float().numpy())
+        return np.concatenate(out)
+
+    def predict_batches(self, loader) -> Iterator[Tuple[np.ndarray, np.ndarray, list]]:
         """Yield ``(indices, probabilities, failures)`` batch by batch; unreadable files are reported once."""
         report = FailureLog(loader)
         for batch in loader:

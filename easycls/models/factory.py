@@ -232,3 +232,10 @@ MODEL_ALIASES = {
     **{f"efficientnet-b{i}": f"efficientnet_b{i}" for i in range(8)},
     **{f"adv-efficientnet-b{i}": f"tf_efficientnet_b{i}.ap_in1k" for i in range(9)},
 }
+
+
+def list_models(pattern: str = "") -> List[str]:
+    """Model names ``model_name`` accepts that contain ``pattern``: the aliases, timm's names and torchvision's
+    as ``tv:<name>`` (any other timm name with weights tags works too)."""
+    names = sorted(MODEL_ALIASES) + timm.list_models() + [TV_PREFIX + n for n in torchvision.models.list_models()]
+    return [n for n in names if pattern.lower() in n.lower()]

@@ -1,0 +1,110 @@
+"""evaluate, predict and export from a validated config: what :mod:`easycls.api` and the command line run.
+
+Each returns its result (metrics, a DataFrame of predictions, the exported files) and writes the files the user's
+contract names under ``save_dir``; none prints.
+"""
+import io
+import logging
+import os
+import time
+from typing import Dict, Optional
+
+import pandas as pd
+
+from easycls.core import files
+from easycls.core.errors import ConfigError, DataError
+from easycls.core.runlog import RunLog
+from easycls.data.labels import read_label_csv
+from easycls.data.scan import scan_labelled, scan_unlabelled
+from easycls.evaluation.calibration import calibration_report
+from easycls.evaluation.outputs import (
+    evaluation_heatmaps,
+    write_errors,
+    write_eval_outputs,
+    write_heatmaps,
+    write_predictions,
+)
+from easycls.evaluation.plots import plot_reliability
+from easycls.evaluation.predictor import InferenceModel, checkpoint_path, inference_loader, load_predictor
+
+log = logging.getLogger(__name__)
+
+
+def evaluation_samples(cfg: dict, classes):
+    """The labelled images to score and where they are: class folders under eval_path (or test_path); with
+    label_type='CSV', label_path's rows under eval_path, or else the val rows of save_dir/split.csv."""
+    if cfg["label_type"] == "CSV":
+        if cfg["eval_path"]:
+            return read_label_csv(cfg["label_path"], cfg["eval_path"], classes)[0], cfg["eval_path"]
+        saved = files.out(cfg, files.SPLIT)
+        if not os.path.isfile(saved):
+            raise ConfigError(f"label_type='CSV' without eval_path scores the val rows of {saved}, which does not "
+                              f"exist; train first or set eval_path")
+        samples, split = read_label_csv(saved, cfg["train_path"], classes)
+        return samples.subset([i for i, s in enumerate(split) if s == "val"]), f"{saved} (val rows)"
+    path = cfg["eval_path"] or cfg["test_path"]
+    try:
+        return scan_labelled(path, classes), path
+    except DataError as exc:
+        raise DataError(f"{exc}. evaluate needs a labelled class-folder dataset: set eval_path") from None
+
+
+def evaluate(cfg: dict) -> dict:
+    """Score the model on the labelled images; write save_dir/eval/ (metrics.json, per_class.csv, the confusion
+    matrix, reliability.png, errors.csv) and refresh report.html; return the metrics of metrics.json."""
+    with RunLog() as run_log:
+        model = load_predictor(cfg)
+        samples, path = evaluation_samples(cfg, model.meta.class_names)
+        run_log.start(cfg["save_dir"], files.LOGS["evaluate"])
+        started = time.time()
+        result = model.evaluate(inference_loader(samples, model, cfg))
+        metrics = {**result["metrics"], **calibration_report(result["probs"], result["labels"], model.temperature,
+                                                             cfg["reject_threshold"]),
+                   "path": path, "seconds": round(time.time() - started, 3)}
+        out = files.out(cfg, files.EVAL_DIR)
+        write_eval_outputs(metrics, model.meta.class_names, out, cfg["cm_normalize"])
+        write_errors(samples, result, model.meta.class_names, os.path.join(out, "errors.csv"))
+        plot_reliability(result["probs"], result["labels"], model.temperature, os.path.join(out, "reliability.png"))
+        if cfg["show_heatmap"]:
+            evaluation_heatmaps(model, samples, result, path, cfg)
+        from easycls.evaluation.report import write_report  # matplotlib and the page template: only here
+        write_report(cfg["save_dir"])
+        return metrics
+
+
+def predict(cfg: dict, output: Optional[str] = None, progress: bool = False) -> pd.DataFrame:
+    """Label every image under ``test_path``; return the rows of ``pre.csv`` as a DataFrame, and stream them into
+    ``output`` too when it is a path (the command line writes save_dir/pre.csv)."""
+    with RunLog() as run_log:
+        model = load_predictor(cfg)
+        samples, others = scan_unlabelled(cfg["test_path"])
+        run_log.start(cfg["save_dir"], files.LOGS["predict"])
+        target = output if output else io.BytesIO()
+        written, failed = write_predictions(model, samples, cfg, target, progress)
+        log.info("predicted %d images (%d unreadable, %d non-image files skipped)", written, failed, len(others))
+        frame = pd.read_csv(output if output else io.BytesIO(target.getvalue()))
+        if cfg["show_heatmap"]:
+            _prediction_heatmaps(model, samples, frame, cfg)
+        return frame
+
+
+def _prediction_heatmaps(model, samples, frame: pd.DataFrame, cfg: dict) -> None:
+    from easycls.evaluation.heatmaps import flat_name  # pytorch-grad-cam: an optional extra
+    first = frame.head(cfg["heatmap_max"])
+    picks = [(i, int(row.label), f"{i:03d}_{row.class_name}_{flat_name(row.image_id)}")
+             for i, row in enumerate(first.itertuples()) if not pd.isna(row.label)]
+    write_heatmaps(model, samples, picks, cfg, replaces=("[0-9][0-9][0-9]_*",))
+
+
+def export(cfg: dict) -> Dict[str, float]:
+    """Export ``model_path`` (default save_dir/best.pth) as ``export_format``; return {file: parity}."""
+    from easycls.evaluation.export import export as export_model  # imports torch.onnx only when exporting
+    if isinstance(cfg["model_path"], list):
+        raise ConfigError("export takes one checkpoint as model_path, not a list")
+    path = checkpoint_path(cfg)
+    if not path.endswith((".pth", ".safetensors")):
+        raise ConfigError(f"export needs a checkpoint (.pth or .safetensors), got model_path={path}")
+    with RunLog() as run_log:
+        model = InferenceModel.from_checkpoint(path, {**cfg, "GPU_ID": "cpu", "amp": "off", "TTA": False})
+        run_log.start(cfg["save_dir"], files.LOGS["export"])
+        return export_model(model, cfg)  # logs each file with its parity figure
