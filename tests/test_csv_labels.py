@@ -46,8 +46,11 @@ def test_csv_labels_train_with_a_saved_split_and_evaluate_like_folders(tiny_data
         metrics.pop("seconds"), metrics.pop("path")
     assert from_csv == from_folders
     capsys.readouterr()
+    assert from_csv["in_sample"] is False
     assert evaluate_main(cfg_overrides(cfg)) == 0  # no eval_path: the val rows of split.csv
-    assert "split.csv (val rows)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "split.csv (val rows)" in out and out.count("in-sample and optimistic") == 1
+    assert json.load(open(tmp_path / "o" / "eval" / "metrics.json"))["in_sample"] is True
 
 
 @pytest.mark.parametrize("rows,message", [

@@ -41,6 +41,8 @@ def evaluation_samples(cfg: dict, classes):
             raise ConfigError(f"label_type='CSV' without eval_path scores the val rows of {saved}, which does not "
                               f"exist; train first or set eval_path")
         samples, split = read_label_csv(saved, cfg["train_path"], classes)
+        log.warning("no eval_path: scoring the val rows of %s, which chose best.pth and fitted its temperature, so "
+                    "these figures are in-sample and optimistic; set eval_path to a held-out labelled folder", saved)
         return samples.subset([i for i, s in enumerate(split) if s == "val"]), f"{saved} (val rows)"
     path = cfg["eval_path"] or cfg["test_path"]
     try:
@@ -60,7 +62,8 @@ def evaluate(cfg: dict) -> dict:
         result = model.evaluate(inference_loader(samples, model, cfg))
         metrics = {**result["metrics"], **calibration_report(result["probs"], result["labels"], model.temperature,
                                                              cfg["reject_threshold"]),
-                   "path": path, "seconds": round(time.time() - started, 3)}
+                   "path": path, "in_sample": cfg["label_type"] == "CSV" and not cfg["eval_path"],
+                   "seconds": round(time.time() - started, 3)}
         out = files.out(cfg, files.EVAL_DIR)
         write_eval_outputs(metrics, model.meta.class_names, out, cfg["cm_normalize"])
         write_errors(samples, result, model.meta.class_names, os.path.join(out, "errors.csv"))
