@@ -26,7 +26,7 @@ from easycls.data.images import image_size, to_array
 from easycls.data.loaders import FileDataset, PrefetchLoader, Preprocessor
 from easycls.data.scan import FailureLog, Samples
 from easycls.evaluation.metrics import compute_metrics
-from easycls.models.factory import MODEL_ALIASES
+from easycls.models.aliases import MODEL_ALIASES
 
 log = logging.getLogger(__name__)
 META_KEY = "easycls"  # where an exported file keeps its ModelMeta, as JSON

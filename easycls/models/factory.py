@@ -15,6 +15,7 @@ from timm.models import adapt_input_conv
 from easycls.core.checkpoints import read_state_dict
 from easycls.core.errors import CheckpointError, ConfigError
 from easycls.models import small  # noqa: F401  (registers the small-input ResNets with timm)
+from easycls.models.aliases import MODEL_ALIASES
 
 log = logging.getLogger(__name__)
 
@@ -219,19 +220,6 @@ def _torchvision_weights(name: str, pretrained):
     state = torch.hub.load_state_dict_from_url(weights.url, map_location="cpu", weights_only=True)
     transform = weights.transforms()
     return state, name, list(transform.mean), list(transform.std)
-
-
-# The seed's short names -> timm names.
-MODEL_ALIASES = {
-    "mobilenetv3": "mobilenetv3_large_100",
-    "mobilenetv3_small": "mobilenetv3_small_100",
-    "mobilenetv2": "mobilenetv2_100",
-    "shufflenetv2": "tv:shufflenet_v2_x1_0",
-    "se_resnext50_32x4d": "seresnext50_32x4d",
-    "xception": "legacy_xception",
-    **{f"efficientnet-b{i}": f"efficientnet_b{i}" for i in range(8)},
-    **{f"adv-efficientnet-b{i}": f"tf_efficientnet_b{i}.ap_in1k" for i in range(9)},
-}
 
 
 def list_models(pattern: str = "") -> List[str]:
