@@ -1,9 +1,10 @@
 """Models with downloadable pretrained weights: timm's own hub loading (``pretrained=True`` or ``'hf-hub:org/name'``)
 and torchvision's weights API for ``tv:`` models, with a quick look at the network first.
 
-Without a network huggingface_hub retries each file with backoff (24 warnings over about a minute here before timm
-gives up) and torch.hub's download has no timeout. So before downloading, one HEAD request of at most
-``PROBE_TIMEOUT`` seconds asks whether the server answers at all. When it does not, timm runs in huggingface_hub's
+Without a network and with nothing cached, huggingface_hub (2.4) retries each file five times with backoff (sleeps
+of 1, 2, 4, 8 and 8 s, whatever ``HF_HUB_ETAG_TIMEOUT`` says), and timm asks for two files: 24 warnings and 48 s
+here before timm gives up. torch.hub's download has no timeout at all. So before downloading, one HEAD request of at
+most ``PROBE_TIMEOUT`` seconds asks whether the server answers. When it does not, timm runs in huggingface_hub's
 offline mode (what ``HF_HUB_OFFLINE=1`` sets), which takes the weights from the local cache or fails at once, and
 torchvision's weights must already be in torch.hub's cache; otherwise a one-line :class:`ConfigError` names both
 ways out: a cache filled once online, or a local weights file.
@@ -76,7 +77,7 @@ def create_hub_model(name: str, pretrained, num_classes: int, in_chans: int = 3,
     (``True`` = DEFAULT, or a weights enum name) for a ``tv:`` model.
 
     Returns the model, the architecture's name and the mean and std the weights were trained with. The head is
-    new; an RGB stem is adapted to ``in_chans`` (summed for one channel).
+    new unless ``num_classes`` is the weights' own; an RGB stem is adapted to ``in_chans`` (summed for one channel).
     """
     if name.startswith(TV_PREFIX):
         return _torchvision_model(name, pretrained, num_classes, in_chans, dropout)
