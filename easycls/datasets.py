@@ -9,13 +9,14 @@ set of IDX ``.gz`` files, such as Fashion-MNIST from the Debian package ``datase
 renders MNIST-style 28x28 digits in the fonts matplotlib ships, warped like handwriting, with the test split in
 fonts that train and val never use: a second digit set, other than the built-in one, for checking a recipe.
 """
+from __future__ import annotations
+
 import argparse
 import gzip
 import logging
 import os
 import struct
 import sys
-from typing import List, Optional
 
 import cv2
 import numpy as np
@@ -30,7 +31,7 @@ IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz
              "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 
 
-def write_split(images: np.ndarray, labels: np.ndarray, classes: List[str], folder: str) -> None:
+def write_split(images: np.ndarray, labels: np.ndarray, classes: list[str], folder: str) -> None:
     """Write ``images`` as ``folder/<class>/<index>.png``."""
     for name in classes:
         os.makedirs(os.path.join(folder, name), exist_ok=True)
@@ -38,7 +39,7 @@ def write_split(images: np.ndarray, labels: np.ndarray, classes: List[str], fold
         cv2.imwrite(os.path.join(folder, classes[label], f"{i:05d}.png"), image)
 
 
-def write_dataset(out: str, train_x, train_y, test_x, test_y, classes: List[str], val_fraction: float,
+def write_dataset(out: str, train_x, train_y, test_x, test_y, classes: list[str], val_fraction: float,
                   seed: int) -> None:
     """Split a seeded, stratified val set off train and write train/val/test class folders under ``out``."""
     train_x, val_x, train_y, val_y = train_test_split(train_x, train_y, test_size=val_fraction, random_state=seed,
@@ -100,7 +101,7 @@ def _mnist_frame(image: np.ndarray) -> np.ndarray:
     return out
 
 
-def render_digits(fonts: List[str], per_font: int, seed: int) -> tuple:
+def render_digits(fonts: list[str], per_font: int, seed: int) -> tuple:
     """``per_font`` images of each digit in each font: ``(images (N, 28, 28) uint8, labels)``."""
     import matplotlib
     from PIL import Image, ImageDraw, ImageFont
@@ -126,7 +127,13 @@ def make_font_digits(out: str, per_font: int = 40, val_fraction: float = 0.15, s
 
 
 def read_idx(path: str) -> np.ndarray:
-    """Read one IDX file (optionally gzipped) into a numpy array."""
+    """Read one unsigned-byte IDX file (optionally gzipped) into a numpy array.
+
+    Not torchvision's reader on purpose: ``torchvision.datasets.mnist.read_sn3_pascalvincent_tensor`` is an
+    undocumented helper outside ``torchvision.datasets.__all__`` that opens the path with plain ``open`` (its
+    ``MNIST`` class unpacks the ``.gz`` files first, checked in torchvision 0.29), and it reports a bad file with a
+    bare ``assert``; these files are read straight from the ``.gz``, and a bad one is a :class:`DataError`.
+    """
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as handle:
         data = handle.read()
@@ -137,7 +144,7 @@ def read_idx(path: str) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def make_idx(src: str, out: str, classes: Optional[List[str]] = None, val_fraction: float = 1 / 6,
+def make_idx(src: str, out: str, classes: list[str] | None = None, val_fraction: float = 1 / 6,
              seed: int = 0) -> None:
     """Write an MNIST-format IDX set from ``src`` as class folders; Fashion-MNIST names are used for it."""
     arrays = {}

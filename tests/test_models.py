@@ -8,11 +8,12 @@ from easycls.core.errors import CheckpointError, ConfigError
 from easycls.models.factory import (
     classifier_prefix,
     create_model,
-    hub_weights,
     load_pretrained,
+    model_norm,
     resolve_name,
     set_backbone_trainable,
 )
+from easycls.models.hub import create_hub_model
 
 
 @pytest.mark.parametrize("alias,name", [("mobilenetv3", "mobilenetv3_large_100"), ("mobilenetv2", "mobilenetv2_100"),
@@ -94,6 +95,28 @@ def test_freeze_leaves_only_the_head_trainable():
     assert all(p.requires_grad for p in model.parameters())
 
 
+def test_frozen_backbone_batchnorm_statistics_keep_following_the_data():
+    """Unlike timm.utils.freeze: no FrozenBatchNorm2d, and the running statistics move while only the head learns."""
+    model = create_model("test_resnet", 3)
+    set_backbone_trainable(model, False)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(type(m) is torch.nn.BatchNorm2d for m in bns)
+    before = bns[0].running_mean.clone()
+    model.train()(torch.rand(4, 3, 32, 32) + 5)
+    assert not torch.allclose(bns[0].running_mean, before)
+
+
+@pytest.mark.parametrize("name,channels,mean,std", [
+    ("test_resnet", 3, [0.5] * 3, [0.5] * 3),  # its timm config's own values
+    ("resnet18", 3, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+    ("tv:resnet18", 3, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),  # no timm config: ImageNet's
+    ("resnet18", 1, [pytest.approx(0.449)], [pytest.approx(0.226)]),  # averaged for one channel
+])
+def test_model_norm_from_timm_data_config(name, channels, mean, std):
+    assert model_norm(create_model(name, 3, channels), channels) == (mean, std)
+    assert model_norm(create_model(name, 3, 3), 1, [0.2, 0.4, 0.6], [0.3] * 3) == ([pytest.approx(0.4)], [0.3])
+
+
 def test_small_input_resnet_keeps_twice_the_resolution_at_a_quarter_of_the_parameters():
     small, base = create_model("resnet10t_small", 10, in_chans=1).eval(), create_model("resnet10t", 10, 1).eval()
     x = torch.rand(2, 1, 28, 28)
@@ -107,7 +130,7 @@ def test_small_input_resnet_keeps_twice_the_resolution_at_a_quarter_of_the_param
 
 def test_small_input_resnet_has_no_hub_weights():
     with pytest.raises(CheckpointError, match="resnet10t_small has no pretrained weights"):
-        hub_weights("resnet10t_small", True)
+        create_hub_model("resnet10t_small", True, num_classes=10)
 
 
 def test_small_input_resnet_trains_and_reloads_by_name_in_a_new_process(tmp_path):

@@ -34,15 +34,8 @@ from easycls.engine.hooks.training import (
 )
 from easycls.engine.runner import ModelRunner
 from easycls.engine.tracking import MONITORS
-from easycls.models.factory import (
-    TV_PREFIX,
-    create_model,
-    hub_weights,
-    is_hub_pretrained,
-    load_pretrained,
-    model_norm,
-    resolve_name,
-)
+from easycls.models.factory import TV_PREFIX, create_model, load_pretrained, model_norm, resolve_name
+from easycls.models.hub import create_hub_model, is_hub_pretrained
 from easycls.optim.losses import create_loss
 from easycls.optim.optimizers import create_optimizer
 from easycls.optim.schedulers import create_scheduler
@@ -170,13 +163,15 @@ def build_model(cfg: dict) -> Tuple[nn.Module, ModelMeta]:
     or torchvision's hub), and its metadata; ``meta.class_names`` is filled in once the data is scanned."""
     name, weights, mean, std = resolve_name(cfg["model_name"]), cfg["pretrained"], None, None
     if is_hub_pretrained(weights):
-        weights, hub_name, mean, std = hub_weights(name, weights)
+        model, hub_name, mean, std = create_hub_model(name, weights, cfg["class_number"], cfg["channels"],
+                                                      cfg["dropout"])
         if hub_name != name:
             log.info("pretrained %s is a %s", cfg["pretrained"], hub_name)
         name = hub_name
-    model = create_model(name, cfg["class_number"], cfg["channels"], cfg["dropout"])
-    if weights:
-        load_pretrained(model, weights, cfg["pretrained_key_map"])
+    else:
+        model = create_model(name, cfg["class_number"], cfg["channels"], cfg["dropout"])
+        if weights:
+            load_pretrained(model, weights, cfg["pretrained_key_map"])
     mean, std = model_norm(model, cfg["channels"], mean, std)
     meta = ModelMeta(name, [], list(image_size(cfg)), cfg["channels"], cfg["mean"] or mean, cfg["std"] or std)
     return model, meta

@@ -1,16 +1,18 @@
 """Model creation (timm names, torchvision through ``tv:``), pretrained loading with a report, freezing."""
+from __future__ import annotations
+
 import difflib
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Union
 
 import timm
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
+from timm.data import resolve_model_data_config
 from timm.models import adapt_input_conv
+from torch import nn
 
 from easycls.core.checkpoints import read_state_dict
 from easycls.core.errors import CheckpointError, ConfigError
@@ -77,18 +79,28 @@ def is_head_key(key: str, head: str) -> bool:
     return key == head or key.startswith(head + ".")
 
 
-def model_norm(model: nn.Module, channels: int, mean=None, std=None):
-    """The pretrained mean and std (given, else the model's), averaged to one value when ``channels`` is 1."""
-    cfg = getattr(model, "pretrained_cfg", {}) or {}
-    mean = list(mean or cfg.get("mean", (0.485, 0.456, 0.406)))
-    std = list(std or cfg.get("std", (0.229, 0.224, 0.225)))
+def model_norm(model: nn.Module, channels: int, mean=None, std=None) -> tuple[list[float], list[float]]:
+    """The pretrained mean and std (given, else the model's through ``timm.data.resolve_model_data_config``, which
+    falls back to ImageNet's for a model without a timm config), averaged to one value when ``channels`` is 1.
+
+    The averaging is ours: timm keeps the three RGB values for a one-channel model, whose stem it sums.
+    """
+    data = resolve_model_data_config(model)
+    mean, std = list(mean or data["mean"]), list(std or data["std"])
     if channels == 1:
         return [sum(mean) / len(mean)], [sum(std) / len(std)]
     return mean, std
 
 
 def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
-    """Freeze (``False``) or unfreeze every parameter outside the classifier."""
+    """Freeze (``False``) or unfreeze every parameter outside the classifier.
+
+    Only ``requires_grad`` changes, on purpose unlike ``timm.utils.freeze``: that one also swaps each BatchNorm for
+    a ``FrozenBatchNorm2d``, while here the BatchNorm running statistics keep following the new data as the head
+    trains (the backbone's features are then normalised for the data they will see once it unfreezes), and every
+    module and parameter stays the same object, so the optimizer built at the start, EMA and the checkpoint keys
+    are untouched when it does.
+    """
     head = classifier_prefix(model)
     for name, param in model.named_parameters():
         if not is_head_key(name, head):
@@ -99,11 +111,11 @@ def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
 class LoadReport:
     """What happened to each key of a pretrained file."""
 
-    loaded: List[str] = field(default_factory=list)
-    shape_skipped: List[str] = field(default_factory=list)
-    missing: List[str] = field(default_factory=list)
-    unexpected: List[str] = field(default_factory=list)
-    adapted: List[str] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)
+    shape_skipped: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)
     head: str = ""
     backbone_total: int = 0
     backbone_loaded: int = 0
@@ -120,7 +132,7 @@ class LoadReport:
                 + (f", input conv adapted: {', '.join(self.adapted)}" if self.adapted else ""))
 
 
-def remap_key(key: str, target: Dict[str, torch.Tensor], rules: Dict[str, str]) -> str:
+def remap_key(key: str, target: dict[str, torch.Tensor], rules: dict[str, str]) -> str:
     """Apply the user's regex rules, then strip wrapper prefixes until the key matches the model."""
     for pattern, repl in rules.items():
         key = re.sub(pattern, repl, key)
@@ -132,7 +144,7 @@ def remap_key(key: str, target: Dict[str, torch.Tensor], rules: Dict[str, str]) 
     return key
 
 
-def _fit(key: str, value: torch.Tensor, want: torch.Tensor, report: LoadReport) -> Optional[torch.Tensor]:
+def _fit(key: str, value: torch.Tensor, want: torch.Tensor, report: LoadReport) -> torch.Tensor | None:
     if value.shape == want.shape:
         return value
     if value.ndim == 4 and value.shape[0] == want.shape[0] and value.shape[2:] == want.shape[2:]:
@@ -141,8 +153,8 @@ def _fit(key: str, value: torch.Tensor, want: torch.Tensor, report: LoadReport) 
     return None
 
 
-def load_pretrained(model: nn.Module, source: Union[str, Dict[str, torch.Tensor]],
-                    rules: Optional[Dict[str, str]] = None, min_backbone: float = 0.5) -> LoadReport:
+def load_pretrained(model: nn.Module, source: str | dict[str, torch.Tensor],
+                    rules: dict[str, str] | None = None, min_backbone: float = 0.5) -> LoadReport:
     """Load the matching keys of ``source`` (a file path or a state_dict) into ``model``; return what was loaded,
     skipped and missing.
 
@@ -178,51 +190,7 @@ def load_pretrained(model: nn.Module, source: Union[str, Dict[str, torch.Tensor]
     return report
 
 
-# ----------------------------------------------------------------------------- hub weights
-HF_HUB_PREFIX = "hf-hub:"
-
-
-def is_hub_pretrained(pretrained) -> bool:
-    """True when ``pretrained`` asks for downloadable weights rather than a local file."""
-    return pretrained is True or (isinstance(pretrained, str) and (
-        pretrained.startswith(HF_HUB_PREFIX) or re.fullmatch(r"[A-Z][A-Z0-9_]*", pretrained) is not None))
-
-
-def hub_weights(name: str, pretrained) -> Tuple[Dict[str, torch.Tensor], str, List[float], List[float]]:
-    """Pretrained weights from timm's hub loading (``True``, or ``'hf-hub:org/name'``) or torchvision's weights API
-    (``True`` = DEFAULT, or a weights enum name) for a ``tv:`` model.
-
-    Returns the state_dict, the architecture's name (from the hub for ``hf-hub:``), and the mean and std the
-    weights were trained with. Offline with nothing cached, the error names the model and the two ways out.
-    """
-    wanted = pretrained if isinstance(pretrained, str) else name
-    try:
-        if name.startswith(TV_PREFIX):
-            return _torchvision_weights(name, pretrained)
-        source = timm.create_model(wanted, pretrained=True)  # honours HF_HOME, HF_HUB_OFFLINE and the cache
-    except (OSError, RuntimeError, ValueError, KeyError) as exc:
-        raise CheckpointError(
-            f"cannot get the pretrained weights of {wanted} ({str(exc).splitlines()[0][:120]}); either set "
-            f"pretrained to a local .pth/.safetensors file, or fill the cache once online (HF_HOME for timm, "
-            f"TORCH_HOME for torchvision)") from None
-    cfg = source.pretrained_cfg
-    arch = cfg.get("architecture", name) if wanted.startswith(HF_HUB_PREFIX) else name
-    return source.state_dict(), arch, list(cfg["mean"]), list(cfg["std"])
-
-
-def _torchvision_weights(name: str, pretrained):
-    base = name[len(TV_PREFIX):]
-    enum = torchvision.models.get_model_weights(base)
-    choice = "DEFAULT" if pretrained is True else pretrained
-    if choice not in enum.__members__:
-        raise ConfigError(f"{name} has no weights {choice!r}; choose from {', '.join(enum.__members__)} or True")
-    weights = enum[choice]
-    state = torch.hub.load_state_dict_from_url(weights.url, map_location="cpu", weights_only=True)
-    transform = weights.transforms()
-    return state, name, list(transform.mean), list(transform.std)
-
-
-def list_models(pattern: str = "") -> List[str]:
+def list_models(pattern: str = "") -> list[str]:
     """Model names ``model_name`` accepts that contain ``pattern``: the aliases, timm's names and torchvision's
     as ``tv:<name>`` (any other timm name with weights tags works too)."""
     names = sorted(MODEL_ALIASES) + timm.list_models() + [TV_PREFIX + n for n in torchvision.models.list_models()]

@@ -40,7 +40,13 @@ class FocalLoss(nn.Module):
 
 
 class OneHotBCE(nn.Module):
-    """Binary cross-entropy on one-hot (optionally smoothed) targets, one sigmoid per class."""
+    """Binary cross-entropy on one-hot (optionally smoothed) targets, one sigmoid per class.
+
+    Smoothing ``s`` moves each target toward 1/2 (``1 - s/2`` and ``s/2``), on purpose unlike timm's
+    ``BinaryCrossEntropy``, which spreads ``s / C`` as softmax cross-entropy does: every class is a separate
+    yes/no question here, so it is smoothed like a two-class problem whatever the number of classes; with ``s/C``
+    the negatives' targets would shrink toward 0 as classes are added. Soft targets (mixup, cutmix) pass through.
+    """
 
     def __init__(self, weight: Optional[torch.Tensor] = None, label_smoothing: float = 0.0):
         super().__init__()
