@@ -113,7 +113,7 @@ def test_registered_names_and_dicts_build_hooks(tiny_data, tmp_path):
         def after_train_iter(self, runner, batch_idx, batch, outputs):
             CountIters.count += 1
     try:
-        cfg = tiny_cfg(tiny_data, tmp_path / "o", epochs=6, early_stop_patient=0,
+        cfg = tiny_cfg(tiny_data, tmp_path / "o", epochs=6, early_stop_patience=0,
                        custom_hooks=["CountIters", dict(type="EarlyStopHook", monitor="val_loss", patience=1,
                                                         min_delta=100.0)])  # nothing counts as better
         assert train_main(cfg_overrides(cfg)) == 0

@@ -41,7 +41,7 @@ def train(cfg: dict) -> int:
 
 
 def train_folds(cfg: dict) -> int:
-    """val_path='': folds start_fold..k_flod-1 (only fold val_fold when it is set), each into save_dir/fold{i}, then
+    """val_path='': folds start_fold..k_fold-1 (only fold val_fold when it is set), each into save_dir/fold{i}, then
     the out-of-fold predictions of every fold that has a best.pth and the suspect-label ranking."""
     from easycls.engine import builder, kfold
     builder.preflight(cfg)
@@ -49,7 +49,7 @@ def train_folds(cfg: dict) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         ensure_builtin_data(cfg)
     samples, folds, ids = kfold.prepare(cfg, image_ids)
-    chosen = [cfg["val_fold"]] if cfg["val_fold"] is not None else range(cfg["start_fold"], cfg["k_flod"])
+    chosen = [cfg["val_fold"]] if cfg["val_fold"] is not None else range(cfg["start_fold"], cfg["k_fold"])
     for fold in chosen:
         print(f"fold {fold} of folds {chosen[0]}..{chosen[-1]} -> {kfold.fold_dir(cfg, fold)}")
         code = train_one(kfold.fold_config(cfg, fold))
