@@ -1,7 +1,8 @@
 """easycls configuration: edit the values, then run `python train.py`, `python evaluate.py`, `python predict.py`.
 
 Any key can also be overridden on the command line as key=value (parsed as a Python literal), for example
-`python train.py epochs=5 model_name=resnet18`. README.md documents every key and the spec strings.
+`python train.py epochs=5 model_name=resnet18`. docs/config.md documents every key; docs/specs.md the spec
+strings.
 """
 cfg = dict(
     # --- global
@@ -15,11 +16,11 @@ cfg = dict(
 
     # --- data (class folders: train_path/<class>/<image>)
     train_path="data/digits/train",  # the built-in digits data is written here on first use
-    val_path="data/digits/val",      # '' = k-fold cross-validation on train_path (see k_flod)
+    val_path="data/digits/val",      # '' = k-fold cross-validation on train_path (see k_fold)
     test_path="data/digits/test",    # predict.py labels every image under this folder
     eval_path="",                # labelled folder for evaluate.py; '' = test_path
-    k_flod=5,                    # number of folds when val_path is '' (k_fold is accepted too)
-    val_fold=None,               # None = train folds start_fold..k_flod-1 into save_dir/fold{i}; N = fold N only
+    k_fold=5,                    # number of folds when val_path is '' (the old spelling k_flod works too)
+    val_fold=None,               # None = train folds start_fold..k_fold-1 into save_dir/fold{i}; N = fold N only
     start_fold=0,                # the first fold to train (continue a stopped cross-validation)
     target_img_size=[32, 32],    # [height, width] the images are resized to
     channels=1,                  # 1 = grayscale, 3 = RGB (any input is converted)
@@ -70,7 +71,8 @@ cfg = dict(
     accumulate_steps=1,          # step the optimizer every N batches (effective batch = N x batch_size)
     ema=False,                   # validate, save best.pth and predict with an EMA of the weights (timm ModelEmaV3)
     ema_decay=0.9998,            # EMA decay, reached after a warm-up (short runs average over fewer steps)
-    early_stop_patient=7,        # stop after this many epochs without improvement; 0 = never
+    early_stop_patience=7,       # stop after this many epochs without improvement; 0 = never
+                                 # (the old spelling early_stop_patient works too)
     monitor="val_acc",           # metric for best.pth and early stopping: val_acc, val_f1 or val_loss
     metrics=["acc"],             # add 'F1' to log macro F1 every epoch
     amp="auto",                  # 'auto' (fp16 on CUDA, off on CPU), 'fp16', 'bf16', 'off'

@@ -77,7 +77,7 @@ def train(config: Config = None, *, progress: bool = False, **overrides) -> Trai
 
 
 def _fold_numbers(cfg: dict) -> List[int]:
-    return [cfg["val_fold"]] if cfg["val_fold"] is not None else list(range(cfg["start_fold"], cfg["k_flod"]))
+    return [cfg["val_fold"]] if cfg["val_fold"] is not None else list(range(cfg["start_fold"], cfg["k_fold"]))
 
 
 def evaluate(config: Config = None, **overrides) -> dict:

@@ -65,7 +65,7 @@ def run_script(script, *args, cwd=None, timeout=300):
 
 def resumable_cfg(data, out, epochs=8):
     return tiny_cfg(data, out, epochs=epochs, augment="light", optimizer="AdamW", scheduler="cosine",
-                    dropout=0.1, early_stop_patient=0)
+                    dropout=0.1, early_stop_patience=0)
 
 
 def wait_for_rows(path, rows, proc, timeout=120):

@@ -58,18 +58,15 @@ def test_bad_spec_in_config_is_a_spec_error():
 def test_relations_are_checked():
     with pytest.raises(ConfigError, match="class_weight has 2 values but class_number is 10"):
         load_config(overrides=["class_weight=[1.0, 2.0]"])
-    with pytest.raises(ConfigError, match="val_fold=5 must be below k_flod=5"):
+    with pytest.raises(ConfigError, match="val_fold=5 must be below k_fold=5"):
         load_config(overrides=["val_fold=5"])
 
 
-def test_every_key_is_documented_in_root_config_and_readme():
+def test_every_key_is_in_the_root_config():
     import os
     root = os.path.dirname(os.path.dirname(__file__))
     config_text = open(os.path.join(root, "config.py")).read()
-    readme = open(os.path.join(root, "README.md")).read()
-    for key in SCHEMA:
-        assert f"{key}=" in config_text, key
-        assert f"`{key}`" in readme, key
+    assert [key for key in SCHEMA if f"    {key}=" not in config_text] == []  # docs/config.md: tests/test_docs.py
 
 
 def test_every_key_is_read_by_the_code():

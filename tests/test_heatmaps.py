@@ -40,7 +40,7 @@ def blob_model(tmp_path_factory):
     cfg = dict(model_name="resnet10t", class_number=2, train_path=str(root / "train"), val_path=str(root / "val"),
                test_path=str(root / "test"), eval_path=str(root / "test"), target_img_size=[32, 32], channels=1,
                epochs=8, batch_size=32, learning_rate=0.003, augment="none", num_workers=0, cfg_verbose=False,
-               save_dir=str(root / "out"), early_stop_patient=0)
+               save_dir=str(root / "out"), early_stop_patience=0)
     assert train_main(cfg_overrides(cfg)) == 0
     return cfg, where, root
 

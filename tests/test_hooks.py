@@ -113,7 +113,7 @@ def test_registered_names_and_dicts_build_hooks(tiny_data, tmp_path):
         def after_train_iter(self, runner, batch_idx, batch, outputs):
             CountIters.count += 1
     try:
-        cfg = tiny_cfg(tiny_data, tmp_path / "o", epochs=6, early_stop_patient=0,
+        cfg = tiny_cfg(tiny_data, tmp_path / "o", epochs=6, early_stop_patience=0,
                        custom_hooks=["CountIters", dict(type="EarlyStopHook", monitor="val_loss", patience=1,
                                                         min_delta=100.0)])  # nothing counts as better
         assert train_main(cfg_overrides(cfg)) == 0
@@ -144,9 +144,9 @@ def test_tensorboard_missing_names_the_extra(monkeypatch):
         load_config(None, ["tensorboard=True"])
 
 
-def test_the_readme_hook_example_runs(tiny_data, tmp_path):
-    readme = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")).read()
-    example = next(block for block in readme.split("```python\n")[1:] if "class StopAtAccuracy" in block)
+def test_the_documented_hook_example_runs(tiny_data, tmp_path):
+    page = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "walkthroughs.md")).read()
+    example = next(block for block in page.split("```python\n")[1:] if "class StopAtAccuracy" in block)
     example = example.split("```")[0].replace("StopAtAccuracy(0.995)", "StopAtAccuracy(0.0)")
     (tmp_path / "base.py").write_text("cfg = " + repr(tiny_cfg(tiny_data, tmp_path / "out")) + "\n")
     (tmp_path / "my.py").write_text(example + "\n_base_ = 'base.py'\n")

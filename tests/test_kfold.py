@@ -22,7 +22,7 @@ def cv_run(tmp_path_factory):
     write_images(str(data / "test"), per_class=4, seed=3)
     for src, dst in zip(("left/000.png", "left/001.png"), PLANTED):
         os.rename(data / "train" / src, data / "train" / dst)
-    cfg = tiny_cfg(data, root / "out", val_path="", k_flod=3, epochs=5, val_fold=None)
+    cfg = tiny_cfg(data, root / "out", val_path="", k_fold=3, epochs=5, val_fold=None)
     assert train_main(cfg_overrides(cfg)) == 0
     return cfg, data
 
@@ -85,7 +85,7 @@ def test_val_fold_retrains_that_fold_in_its_folder_and_refreshes_oof(cv_run):
 
 
 def test_k_fold_spelling_and_val_path_set_ignores_folds(tiny_data, tmp_path):
-    assert load_config(None, ["k_fold=4"])["k_flod"] == 4
-    cfg = tiny_cfg(tiny_data, tmp_path / "o", epochs=1, k_flod=3, start_fold=1, val_fold=None)
+    assert load_config(None, ["k_flod=4"])["k_fold"] == 4
+    cfg = tiny_cfg(tiny_data, tmp_path / "o", epochs=1, k_fold=3, start_fold=1, val_fold=None)
     assert train_main(cfg_overrides(cfg)) == 0
     assert not any(name.startswith("fold") for name in os.listdir(tmp_path / "o"))

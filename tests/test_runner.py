@@ -109,7 +109,7 @@ def test_a_final_partial_group_still_steps_and_leaves_no_gradient(tmp_path):
 # ----------------------------------------------------------------------------- EMA
 def test_ema_weights_are_validated_saved_as_best_and_used_for_prediction(tiny_data, tmp_path):
     cfg = tiny_cfg(tiny_data, tmp_path / "o", epochs=3, ema=True, ema_decay=0.9, save_best_only=False,
-                   augment="light", early_stop_patient=0)
+                   augment="light", early_stop_patience=0)
     assert train_main(cfg_overrides(cfg)) == 0
     last = torch.load(tmp_path / "o" / "last.pth", weights_only=True)
     best = torch.load(tmp_path / "o" / "best.pth", weights_only=True)

@@ -1,6 +1,7 @@
 """The config layer: defaults and a typed schema, validation, ``key=value`` overrides and ``_base_`` inheritance."""
 from easycls.config.loading import load_config, make_config, parse_override, read_config_file, validate
-from easycls.config.schema import KEY_SPELLINGS, SCHEMA, Key, defaults
+from easycls.config.schema import SCHEMA, Key, defaults
+from easycls.core.spellings import OLD_SPELLINGS, clear_names
 
-__all__ = ["KEY_SPELLINGS", "SCHEMA", "Key", "defaults", "load_config", "make_config", "parse_override",
-           "read_config_file", "validate"]
+__all__ = ["OLD_SPELLINGS", "SCHEMA", "Key", "clear_names", "defaults", "load_config", "make_config",
+           "parse_override", "read_config_file", "validate"]

@@ -1,17 +1,19 @@
-"""Config defaults, a typed schema, validation and ``key=value`` overrides.
+"""Config loading: ``_base_`` inheritance, ``key=value`` overrides, old key spellings and validation.
 
-A config is a plain dict. ``load_config`` reads ``cfg`` from a Python file (the user's ``config.py``), fills in
-defaults, applies command-line overrides parsed as Python literals, and validates every key before anything else
-happens, so a typo costs one clear line instead of a crashed run.
+A config is a plain dict. ``load_config`` takes ``cfg`` from a Python file (the user's ``config.py``) or a dict,
+fills in defaults, applies overrides (command-line ``key=value`` parsed as Python literals, or a dict), and
+validates every key before anything else happens, so a typo costs one clear line instead of a crashed run. The
+reference project's misspelt keys (``k_flod``, ``early_stop_patient``) are read as their clear names everywhere.
 """
 import ast
 import difflib
 import os
 import runpy
-from typing import Iterable, Optional, Tuple, Union
+from typing import Iterable, Mapping, Optional, Tuple, Union
 
-from easycls.config.schema import KEY_SPELLINGS, SCHEMA, _int_ge, defaults
+from easycls.config.schema import SCHEMA, _int_ge, defaults
 from easycls.core.errors import ConfigError
+from easycls.core.spellings import OLD_SPELLINGS, clear_name, clear_names
 
 
 def _unknown(key: str) -> ConfigError:
@@ -30,7 +32,15 @@ def _gpu_id_as_text(cfg: dict) -> None:
 
 
 def validate(cfg: dict) -> dict:
-    """Check every key and value; return ``cfg``. Raises :class:`ConfigError`."""
+    """Check every key and value; return ``cfg``, with old key spellings renamed in place. Raises
+    :class:`ConfigError`.
+
+    An old spelling wins over its clear name here: in a dict merged over :func:`defaults` (a saved config of an
+    older run, say) the clear name holds the default and the old spelling what the run used.
+    """
+    for old, new in OLD_SPELLINGS.items():
+        if old in cfg:
+            cfg[new] = cfg.pop(old)
     _gpu_id_as_text(cfg)
     for key, value in cfg.items():
         if key not in SCHEMA:
@@ -46,8 +56,8 @@ def _check_relations(cfg: dict) -> None:
     if isinstance(weights, (list, tuple)) and len(weights) != cfg["class_number"]:
         raise ConfigError(f"class_weight has {len(weights)} values but class_number is {cfg['class_number']}")
     for key in ("val_fold", "start_fold"):
-        if cfg[key] is not None and cfg[key] >= cfg["k_flod"]:
-            raise ConfigError(f"{key}={cfg[key]} must be below k_flod={cfg['k_flod']}")
+        if cfg[key] is not None and cfg[key] >= cfg["k_fold"]:
+            raise ConfigError(f"{key}={cfg[key]} must be below k_fold={cfg['k_fold']}")
     for key in ("mean", "std"):
         if cfg[key] is not None and len(cfg[key]) not in (1, cfg["channels"]):
             raise ConfigError(f"'{key}' has {len(cfg[key])} values; give 1 or channels={cfg['channels']}")
@@ -99,35 +109,33 @@ def read_config_file(path: str, chain: Tuple[str, ...] = ()) -> dict:
     merged = {}
     for base in bases:
         merged.update(read_config_file(os.path.join(os.path.dirname(path), base), chain + (path,)))
-    return {**merged, **cfg}
+    return {**merged, **clear_names(cfg, path)}  # clear names first, so a child's k_fold overrides a base's k_flod
 
 
-def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> dict:
-    """Defaults, then the config file (``config.py`` in the working folder if present), then ``key=value``
-    overrides."""
-    if path is None and os.path.isfile("config.py"):
-        path = "config.py"
-    return make_config(path, dict(map(parse_override, overrides)))
+def load_config(config: Union[str, "os.PathLike[str]", Mapping, None] = None,
+                overrides: Union[Iterable[str], Mapping] = ()) -> dict:
+    """The command line's config: like :func:`make_config`, but ``config=None`` reads ``config.py`` in the working
+    folder when there is one, and ``overrides`` may be ``key=value`` strings (values parsed as Python literals)."""
+    if config is None and os.path.isfile("config.py"):
+        config = "config.py"
+    return make_config(config, overrides if isinstance(overrides, Mapping) else dict(map(parse_override, overrides)))
 
 
-def make_config(config: Union[str, os.PathLike, dict, None] = None, overrides: Optional[dict] = None) -> dict:
-    """Defaults, then ``config`` (a config file's path, a dict of keys, or None for the defaults alone), then
-    ``overrides``; validated. Raises :class:`ConfigError` with the same one-line messages as the command line."""
+def make_config(config: Union[str, "os.PathLike[str]", Mapping, None] = None,
+                overrides: Optional[Mapping] = None) -> dict:
+    """The validated config: defaults, then ``config`` (a config file's path, a dict of keys, or None for the
+    defaults alone), then ``overrides``. Old key spellings (``k_flod``) are accepted in all of them. Raises
+    :class:`ConfigError` with the same one-line messages as the command line."""
     cfg = defaults()
-    if isinstance(config, (str, os.PathLike)):
-        cfg.update(_spelled(read_config_file(os.fspath(config))))
-    elif isinstance(config, dict):
-        cfg.update(_spelled(config))
+    if isinstance(config, Mapping):
+        cfg.update(clear_names(dict(config), "the config dict"))
+    elif isinstance(config, (str, os.PathLike)):
+        cfg.update(read_config_file(os.fspath(config)))
     elif config is not None:
         raise ConfigError(f"config must be a config file's path, a dict or None; got {type(config).__name__}")
     for key, value in (overrides or {}).items():
-        key = KEY_SPELLINGS.get(key, key)
+        key = clear_name(key)
         if key not in SCHEMA:
             raise _unknown(key)
         cfg[key] = value
     return validate(cfg)
-
-
-def _spelled(cfg: dict) -> dict:
-    """The seed's key names for the keys that have a second spelling (``k_fold`` is ``k_flod``)."""
-    return {KEY_SPELLINGS.get(k, k): v for k, v in cfg.items()}

@@ -89,13 +89,13 @@ SCHEMA: Dict[str, Key] = {
     "num_workers": Key(2, _int_ge(0), "an integer >= 0"),
     # data
     "train_path": Key("data/digits/train", _is(str), "a folder with one sub-folder per class"),
-    "val_path": Key("data/digits/val", _is(str), "a folder with one sub-folder per class, or '' to use k_flod"),
+    "val_path": Key("data/digits/val", _is(str), "a folder with one sub-folder per class, or '' to use k_fold"),
     "test_path": Key("data/digits/test", _is(str), "a folder of images (sub-folders allowed)"),
     "eval_path": Key("", _is(str), "a labelled class-folder dataset, or '' to use test_path"),
-    "k_flod": Key(5, _int_ge(2), "an integer >= 2 (folds used when val_path is ''; k_fold is accepted too)"),
+    "k_fold": Key(5, _int_ge(2), "an integer >= 2: the folds when val_path is ''"),
     "val_fold": Key(None, lambda v: v is None or _int_ge(0)(v),
-                    "None (train every fold from start_fold) or an integer in [0, k_flod) (that fold only)"),
-    "start_fold": Key(0, _int_ge(0), "an integer in [0, k_flod): the first fold to train when val_path is ''"),
+                    "None (train every fold from start_fold) or an integer in [0, k_fold) (that fold only)"),
+    "start_fold": Key(0, _int_ge(0), "an integer in [0, k_fold): the first fold to train when val_path is ''"),
     "target_img_size": Key([32, 32], _size, "[height, width] or one integer, in pixels"),
     "channels": Key(1, _choice(1, 3), "1 (grayscale) or 3 (RGB)"),
     "mean": Key(None, _floats_or_none, "None (from the model) or a list of floats, one per channel"),
@@ -151,7 +151,7 @@ SCHEMA: Dict[str, Key] = {
     "accumulate_steps": Key(1, _int_ge(1), "an integer >= 1 (batches per optimizer step)"),
     "ema": Key(False, _is(bool), BOOL),
     "ema_decay": Key(0.9998, lambda v: _num(v) and 0 < v < 1, "a float in (0, 1), such as 0.9998"),
-    "early_stop_patient": Key(7, _int_ge(0), "0 (off) or a number of epochs"),
+    "early_stop_patience": Key(7, _int_ge(0), "0 (off) or a number of epochs"),
     "monitor": Key("val_acc", _choice(*MONITORS), "one of " + ", ".join(MONITORS)),
     "metrics": Key(["acc"], lambda v: _str_list(v) and set(v) <= {"acc", "F1"}, "a list from ['acc', 'F1']"),
     "amp": Key("auto", _choice("auto", "fp16", "bf16", "off"), "'auto', 'fp16', 'bf16' or 'off'"),
@@ -183,9 +183,6 @@ SCHEMA: Dict[str, Key] = {
     "save_probs": Key(False, _is(bool), BOOL),
     "cm_normalize": Key(False, _is(bool), BOOL),
 }
-
-# Other spellings users write for a seed key.
-KEY_SPELLINGS = {"k_fold": "k_flod"}
 
 
 def defaults() -> dict:

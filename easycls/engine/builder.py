@@ -117,10 +117,10 @@ def folder_split(cfg: dict) -> Tuple[Samples, Samples]:
     if cfg["val_path"]:
         val = scan_labelled(cfg["val_path"], train.classes)
     else:
-        folds = StratifiedKFold(cfg["k_flod"], shuffle=True, random_state=cfg["random_seed"])
+        folds = StratifiedKFold(cfg["k_fold"], shuffle=True, random_state=cfg["random_seed"])
         train_idx, val_idx = list(folds.split(train.paths, train.labels))[cfg["val_fold"]]
         train, val = train.subset(train_idx), train.subset(val_idx)
-        log.info("val_path is '': using fold %d of %d from train as val", cfg["val_fold"], cfg["k_flod"])
+        log.info("val_path is '': using fold %d of %d from train as val", cfg["val_fold"], cfg["k_fold"])
     return train, val
 
 
@@ -190,7 +190,7 @@ def place_model(model: nn.Module, cfg: dict, device: torch.device, dist: DistInf
 
 def build_hooks(cfg: dict) -> List[Hook]:
     """The built-in hooks a config asks for, followed by its ``custom_hooks``."""
-    hooks = [ParamSchedulerHook(), EarlyStopHook(cfg["monitor"], cfg["early_stop_patient"]), LoggerHook(),
+    hooks = [ParamSchedulerHook(), EarlyStopHook(cfg["monitor"], cfg["early_stop_patience"]), LoggerHook(),
              CheckpointHook(cfg["monitor"], cfg["save_best_only"], cfg["save_one_only"])]
     if cfg["freeze_nonlinear_epoch"]:
         hooks.append(FreezeHook(cfg["freeze_nonlinear_epoch"]))

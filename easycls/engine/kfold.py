@@ -28,7 +28,7 @@ def fold_ids(samples: Samples, k: int, seed: int) -> np.ndarray:
     """The fold of each sample: the same split ``build.train_val_samples`` makes for ``val_fold``."""
     counts = np.bincount(samples.labels, minlength=len(samples.classes))
     if counts.min() < k:
-        raise DataError(f"k_flod={k} needs at least {k} images per class; class "
+        raise DataError(f"k_fold={k} needs at least {k} images per class; class "
                         f"'{samples.classes[int(counts.argmin())]}' has {int(counts.min())}")
     folds = np.empty(len(samples.paths), dtype=int)
     splitter = StratifiedKFold(k, shuffle=True, random_state=seed)
@@ -44,7 +44,7 @@ def fold_dir(cfg: dict, fold: int) -> str:
 def prepare(cfg: dict, ids: Callable) -> Tuple[Samples, np.ndarray, List[str]]:
     """Scan ``train_path``, assign folds and write ``folds.csv`` (image_id, label, fold)."""
     samples = scan_labelled(cfg["train_path"], cfg["class_names"] or None)
-    folds = fold_ids(samples, cfg["k_flod"], cfg["random_seed"])
+    folds = fold_ids(samples, cfg["k_fold"], cfg["random_seed"])
     image_id = ids(samples.paths, cfg["train_path"])
     table = pd.DataFrame({"image_id": image_id, "label": [samples.classes[i] for i in samples.labels], "fold": folds})
     os.makedirs(cfg["save_dir"], exist_ok=True)
@@ -62,7 +62,7 @@ def write_out_of_fold(cfg: dict, samples: Samples, folds: np.ndarray, image_id: 
     """Predict each fold's val images with its ``best.pth``; write ``oof.csv``, ``cv_summary.json`` and
     ``suspect_labels.csv``; return the summary."""
     probs = np.full((len(samples.paths), len(samples.classes)), np.nan)
-    for fold in range(cfg["k_flod"]):
+    for fold in range(cfg["k_fold"]):
         checkpoint = os.path.join(fold_dir(cfg, fold), files.BEST)
         if not os.path.isfile(checkpoint):
             log.warning("fold %d has no best.pth; its images are left out of oof.csv", fold)

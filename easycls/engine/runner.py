@@ -171,7 +171,7 @@ class ModelRunner:
         self._ctrl_c.check()
 
     def earlyStop(self, epoch: int, metrics: dict) -> bool:
-        """True when a hook asked to stop: the early-stop hook does after ``early_stop_patient`` epochs in which
+        """True when a hook asked to stop: the early-stop hook does after ``early_stop_patience`` epochs in which
         the monitored metric did not improve."""
         return self.stop_training
 

@@ -33,14 +33,14 @@ def train(cfg: dict, progress: bool = False) -> dict:
 
 
 def train_folds(cfg: dict, progress: bool = False) -> dict:
-    """val_path='': folds start_fold..k_flod-1 (only fold val_fold when it is set), each into save_dir/fold{i},
+    """val_path='': folds start_fold..k_fold-1 (only fold val_fold when it is set), each into save_dir/fold{i},
     then the out-of-fold predictions of every fold that has a best.pth and the suspect-label ranking."""
     builder.preflight(cfg)
     main = int(os.environ.get("RANK", "0")) == 0
     if main:
         ensure_builtin_data(cfg)
     samples, folds, ids = kfold.prepare(cfg, image_ids)
-    chosen = [cfg["val_fold"]] if cfg["val_fold"] is not None else range(cfg["start_fold"], cfg["k_flod"])
+    chosen = [cfg["val_fold"]] if cfg["val_fold"] is not None else range(cfg["start_fold"], cfg["k_fold"])
     results = []
     for fold in chosen:
         log.info("fold %d of folds %d..%d -> %s", fold, chosen[0], chosen[-1], kfold.fold_dir(cfg, fold))

@@ -15,6 +15,7 @@ import pandas as pd
 
 from easycls.core import files
 from easycls.core.checkpoints import atomic_write
+from easycls.core.spellings import clear_names
 from easycls.data.images import ImageReadError, read_image
 
 STYLE = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;
@@ -127,7 +128,7 @@ def _errors(save_dir: str) -> List[str]:
 
 def write_report(save_dir: str) -> str:
     """Write ``save_dir/report.html`` from the run's files; return its path."""
-    cfg = _read_json(os.path.join(save_dir, files.CONFIG_JSON)) or {}
+    cfg = clear_names(_read_json(os.path.join(save_dir, files.CONFIG_JSON)) or {}, files.CONFIG_JSON)
     body = _summary(save_dir, cfg) + _data(save_dir) + _evaluation(save_dir)
     config = html.escape(json.dumps(cfg, indent=1))
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>easycls run: "

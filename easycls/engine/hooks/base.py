@@ -13,6 +13,7 @@ returns it from ``state_dict`` and gets it back through ``load_state_dict`` when
 Users add hooks with the config key ``custom_hooks``: a registered name, ``dict(type="Name", **kwargs)`` or a
 :class:`Hook` instance (a class defined in ``config.py`` itself works).
 """
+import inspect
 import logging
 from typing import Dict, List, Sequence
 
@@ -81,28 +82,33 @@ def _unknown_hook(name) -> ConfigError:
 
 
 def check_custom_hooks(items) -> None:
-    """Raise a one-line :class:`ConfigError` for an item of ``custom_hooks`` that cannot become a hook."""
+    """Raise a one-line :class:`ConfigError` for an item of ``custom_hooks`` that cannot become a hook: an unknown
+    name, an argument the hook does not take, or a value its ``__init__`` refuses. Names and dicts are built once
+    to find out, so a hook's ``__init__`` should only check and store its settings (work starts in ``before_run``).
+    """
     for item in items:
-        name = item.get("type") if isinstance(item, dict) else item
-        if isinstance(item, Hook):
-            continue
-        if not isinstance(name, str):
-            raise ConfigError(f"custom_hooks item {item!r} is not a hook name, a dict(type=...) or a Hook instance")
-        if name not in HOOKS:
-            raise _unknown_hook(name)
+        build_hook(item)
 
 
 def build_hook(item) -> Hook:
     """A :class:`Hook` from a registered name, ``dict(type=name, **kwargs)`` or a Hook instance."""
     if isinstance(item, Hook):
         return item
-    check_custom_hooks([item])
-    if isinstance(item, str):
-        return HOOKS[item]()
-    kwargs = {k: v for k, v in item.items() if k != "type"}
+    name = item.get("type") if isinstance(item, dict) else item
+    if not isinstance(name, str):
+        raise ConfigError(f"custom_hooks item {item!r} is not a hook name, a dict(type=...) or a Hook instance")
+    if name not in HOOKS:
+        raise _unknown_hook(name)
+    kwargs = {k: v for k, v in item.items() if k != "type"} if isinstance(item, dict) else {}
+    signature = inspect.signature(HOOKS[name])
     try:
-        return HOOKS[item["type"]](**kwargs)
-    except TypeError as exc:
+        signature.bind(**kwargs)
+    except TypeError as exc:  # an unknown or missing argument: name the ones the hook takes
+        raise ConfigError(f"custom_hooks item {item!r}: {name} {exc}; its arguments: "
+                          f"{', '.join(signature.parameters) or 'none'}") from None
+    try:
+        return HOOKS[name](**kwargs)
+    except ValueError as exc:  # ConfigError included: a value the hook refuses
         raise ConfigError(f"custom_hooks item {item!r}: {exc}") from None
 
 

@@ -13,6 +13,13 @@ from easycls.evaluation.calibration import fit_temperature
 log = logging.getLogger(__name__)
 
 
+def _monitor_mode(hook: str, monitor) -> str:
+    """``'min'`` or ``'max'`` for a metric name; a one-line error naming the hook, the argument and the metrics."""
+    if not (isinstance(monitor, str) and monitor in MONITORS):
+        raise ConfigError(f"{hook} argument monitor={monitor!r} is not a monitored metric; allowed: "
+                          f"{', '.join(MONITORS)}")
+    return MONITORS[monitor]
+
 
 # ----------------------------------------------------------------------------- built-in hooks
 @register_hook
@@ -74,10 +81,8 @@ class EarlyStopHook(Hook):
     priority = 40
 
     def __init__(self, monitor: str = "val_acc", patience: int = 7, min_delta: float = 0.0):
-        if monitor not in MONITORS:
-            raise ConfigError(f"EarlyStopHook monitor {monitor!r}; allowed: {', '.join(MONITORS)}")
         self.monitor = monitor
-        self.stopper = EarlyStopper(MONITORS[monitor], patience, min_delta)
+        self.stopper = EarlyStopper(_monitor_mode("EarlyStopHook", monitor), patience, min_delta)
 
     def after_val_epoch(self, runner, metrics) -> None:
         self.stopper.update(metrics[self.monitor], runner.epoch)
@@ -122,7 +127,7 @@ class CheckpointHook(Hook):
         self.monitor = monitor
         self.best_only, self.one_only = save_best_only, save_one_only
         self.saver: Optional[CheckpointSaver] = None
-        self.tracker = EarlyStopper(MONITORS[monitor], patience=0)
+        self.tracker = EarlyStopper(_monitor_mode("CheckpointHook", monitor), patience=0)
 
     def before_run(self, runner) -> None:
         self.saver = CheckpointSaver(runner.cfg["save_dir"], self.best_only, self.one_only)
