@@ -70,7 +70,7 @@ def train_one(cfg: dict) -> int:
     resume = _resume_path(cfg) if cfg["resume"] else None
     dist = init_from_env(torch.cuda.is_available() and cfg["GPU_ID"].lower() != "cpu")
     setup_logging(dist.is_main)
-    seed_all(cfg["random_seed"])
+    seed_all(cfg["random_seed"], dist.rank)
     model, meta = builder.build_model(cfg)  # before the data: a missing pretrained download fails at once
     if dist.is_main:
         ensure_builtin_data(cfg)

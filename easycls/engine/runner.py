@@ -256,11 +256,16 @@ class ModelRunner:
         return self.inference().evaluate(loader)
 
 
-def seed_all(seed: int) -> None:
-    """Seed torch, Python's and NumPy's generators (``random_seed``), so that a run repeats."""
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed)
+def seed_all(seed: int, rank: int = 0) -> None:
+    """Seed torch, Python's and NumPy's generators with ``seed + rank``, so that a run repeats.
+
+    Under torchrun each rank draws its own augmentation, dropout, Mixup and RandomErasing (as timm seeds them);
+    what must agree across ranks does not use these generators: the sampler shuffles from ``random_seed`` alone,
+    and DDP copies rank 0's initial weights to every rank.
+    """
+    torch.manual_seed(seed + rank)
+    random.seed(seed + rank)
+    np.random.seed(seed + rank)
 
 
 def rng_state() -> dict:
