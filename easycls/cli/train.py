@@ -65,7 +65,7 @@ def train_folds(cfg: dict) -> int:
 def train_one(cfg: dict) -> int:
     """One training run (one fold when val_path is '')."""
     from easycls.engine import builder  # imports timm and the training parts, which evaluate and predict do without
-    from easycls.engine.runner import seed_all
+    from easycls.engine.rng import seed_all
     builder.preflight(cfg)
     resume = _resume_path(cfg) if cfg["resume"] else None
     dist = init_from_env(torch.cuda.is_available() and cfg["GPU_ID"].lower() != "cpu")
