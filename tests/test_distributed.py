@@ -39,7 +39,7 @@ def torchrun_env():
 
 
 def torchrun(*args, timeout=240):
-    return subprocess.run(torchrun_command(*args), capture_output=True, text=True, timeout=timeout,
+    return subprocess.run(torchrun_command(*args), capture_output=True, text=True, timeout=timeout, check=False,
                           env=torchrun_env())
 
 
