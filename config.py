@@ -75,9 +75,9 @@ cfg = dict(
                                  # (the old spelling early_stop_patient works too)
     monitor="val_acc",           # metric for best.pth and early stopping: val_acc, val_f1 or val_loss
     metrics=["acc"],             # add 'F1' to log macro F1 every epoch
-    amp="auto",                  # 'auto' (fp16 on CUDA, off on CPU), 'fp16', 'bf16', 'off'
+    amp="auto",                  # 'auto' (bf16 on GPUs that have it, else fp16; off on CPU), 'fp16', 'bf16', 'off'
     channels_last=True,          # NHWC memory layout: 2-4x faster for MobileNetV3 on CPU, neutral for ResNet
-    compile=False,               # torch.compile the model
+    compile=False,               # torch.compile the model (training step, validation, evaluate and predict)
     custom_hooks=[],             # your hooks: registered names, dict(type='Name', ...) or Hook instances
     tensorboard=False,           # TensorBoard scalars in save_dir/tensorboard (pip install -e ".[tensorboard]")
     lr_find=False,               # True: a learning-rate range test (lr_find.png, a suggestion) instead of training

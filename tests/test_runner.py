@@ -11,7 +11,7 @@ from easycls.core.checkpoints import ModelMeta, split_checkpoint
 from easycls.core.errors import TrainingError
 from easycls.data.loaders import Batch
 from easycls.engine import builder
-from easycls.engine.hooks.base import EVENTS, Hook
+from easycls.engine.hooks.base import EVENTS, Hook, HookList
 
 
 def full_cfg(data, out, **extra):
@@ -164,3 +164,30 @@ def test_gradscaler_skips_steps_with_non_finite_loss(tiny_data, tmp_path):
     runner.onTrainStep(train_loader, 0)  # no error although every loss is NaN
     assert all(torch.equal(weights[k], v) for k, v in runner.model.named_parameters())
     assert runner.stepper.scaler.get_scale() < 2.0 ** 16  # the scaler backed off at every skipped step
+
+
+# ----------------------------------------------------------------------------- unreadable batches
+def test_a_batch_with_no_readable_image_still_takes_its_place_in_the_step(tmp_path):
+    """An all-unreadable batch (the streaming loader's empty Batch) runs the previous batch at weight 0: its group
+    still steps where it ends, with the other batches' gradients only, and every batch index reaches the stepper
+    (under DDP, the all-reduce)."""
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 255, (24, 1, 4, 4), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 3, (24,), generator=gen)
+    parts = batches(images, labels, 8)
+    empty = Batch(torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long), torch.empty(0), [])
+    seen = []
+
+    class Steps(Hook):
+        def after_train_iter(self, runner, batch_idx, batch, outputs):
+            seen.append((batch_idx, outputs["stepped"]))
+    with_gap = linear_runner(tmp_path, 2)
+    with_gap.hooks = HookList([Steps()])
+    with_gap.onTrainStep(ListLoader([parts[0], empty, parts[2]]), 0)
+    assert seen == [(0, False), (1, True), (2, True)] and with_gap.optimizer_steps == 2
+    assert with_gap._count == 16  # the stand-in counts in no metric
+    ref = linear_runner(tmp_path, 2)  # the same updates: batch 0 as half of a group of 2, then batch 2 alone
+    for batch, index, count in ((parts[0], 1, 2), (parts[2], 0, 1)):
+        ref.stepper(ref._net, ref.preprocess(batch.images, train=True), batch.labels, index, count)
+    for a, b in zip(with_gap.model.parameters(), ref.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-6), (a - b).abs().max()

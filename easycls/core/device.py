@@ -24,23 +24,39 @@ def check_gpu_id(gpu_id: str) -> None:
                           f"choose one of them or 'cpu'")
 
 
+def uses_cuda(cfg: dict) -> bool:
+    """Whether a run of ``cfg`` runs on a GPU: CUDA is available and ``GPU_ID`` is not 'cpu'."""
+    return cfg["GPU_ID"].lower() != "cpu" and torch.cuda.is_available()
+
+
 def select_device(cfg: dict, dist: Optional[DistInfo] = None) -> torch.device:
-    """CUDA when available and not turned off by ``GPU_ID='cpu'``; under torchrun, the local rank's GPU."""
-    if cfg["GPU_ID"].lower() == "cpu" or not torch.cuda.is_available():
+    """CUDA when available and not turned off by ``GPU_ID='cpu'``; under torchrun, the local rank's GPU.
+
+    On CUDA cuDNN benchmarks its convolution algorithms once per input shape and keeps the fastest: every image is
+    resized to the model's input size, so the shapes are fixed (a short last batch adds one more).
+    """
+    if not uses_cuda(cfg):
         return torch.device("cpu")
     check_gpu_id(cfg["GPU_ID"])
     index = dist.local_rank if dist and dist.enabled else int(cfg["GPU_ID"] or 0)
     torch.cuda.set_device(index)
+    torch.backends.cudnn.benchmark = True
     return torch.device("cuda", index)
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Whether ``device`` computes in bfloat16 natively (NVIDIA from Ampere, compute capability 8.0, on)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def resolve_amp(setting: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype: fp16 on CUDA for 'auto', nothing on CPU unless bf16 is asked for."""
+    """The autocast dtype. 'auto' on CUDA: bfloat16 where the GPU has it natively (no GradScaler needed: its range
+    is float32's), else float16 (with a GradScaler); on CPU nothing unless bf16 is asked for."""
     if setting == "off" or (device.type != "cuda" and setting in ("auto", "fp16")):
         if setting == "fp16":
             log.info("amp='fp16' needs CUDA; running in float32 on %s", device)
         return None
-    if setting == "bf16":
+    if setting == "bf16" or (setting == "auto" and bf16_native(device)):
         return torch.bfloat16
     return torch.float16
 

@@ -2,6 +2,10 @@
 import signal
 import threading
 
+import torch
+
+from easycls.core.distributed import DistInfo, any_rank
+
 
 class TrainingInterrupted(Exception):
     """Ctrl-C during training; ``path`` is the checkpoint that was saved so the run can resume."""
@@ -27,10 +31,11 @@ class CtrlC:
             raise KeyboardInterrupt
         self.requested = True
 
-    def check(self) -> None:
-        """Raise KeyboardInterrupt when Ctrl-C was pressed."""
-        if self.requested:
-            raise KeyboardInterrupt
+    def requested_on_any(self, dist: DistInfo, device: torch.device) -> bool:
+        """Whether Ctrl-C was pressed on any rank. Every rank must ask at the same points (a collective under
+        torchrun: torchrun passes Ctrl-C on to every worker, and they may see it a step apart), so that all stop
+        after the same step."""
+        return any_rank(self.requested, dist, device)
 
     def __enter__(self) -> "CtrlC":
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread

@@ -85,22 +85,28 @@ class EpochSampler(Sampler):
                  weights: Optional[Sequence[float]] = None):
         self.n, self.shuffle, self.seed, self.rank, self.world, self.even = n, shuffle, seed, rank, world, even
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
-        self.epoch = 0
+        self.epoch = self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Use ``epoch``'s order from its ``start``-th index on (an interrupted epoch resumes after the images it
+        had trained on)."""
+        self.epoch, self.start = epoch, start
 
     def __iter__(self):
         if self.weights is not None:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 1_009 + self.rank)
-            return iter(torch.multinomial(self.weights, len(self), replacement=True, generator=generator).tolist())
-        return iter(epoch_order(self.n, self.shuffle, self.seed, self.epoch, self.rank, self.world, self.even)
-                    .tolist())
+            order = torch.multinomial(self.weights, self._epoch_len(), replacement=True, generator=generator)
+        else:
+            order = epoch_order(self.n, self.shuffle, self.seed, self.epoch, self.rank, self.world, self.even)
+        return iter(order[self.start:].tolist())
 
-    def __len__(self) -> int:
+    def _epoch_len(self) -> int:
         if self.even or self.weights is not None:
             return math.ceil(self.n / self.world)
         return len(range(self.rank, self.n, self.world))
+
+    def __len__(self) -> int:
+        return max(self._epoch_len() - self.start, 0)
 
 
 class MemoryLoader:
@@ -112,8 +118,9 @@ class MemoryLoader:
         self.labels = torch.as_tensor(samples.labels, dtype=torch.long)
         self.batch_size, self.sampler, self.drop_last = batch_size, sampler, drop_last
 
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Serve ``epoch``'s batches from its ``start_batch``-th on."""
+        self.sampler.set_epoch(epoch, start_batch * self.batch_size)
 
     def __len__(self) -> int:
         count = len(self.sampler)
@@ -155,16 +162,23 @@ def collate(items) -> Batch:
 
 
 class StreamLoader(DataLoader):
-    """A DataLoader of :class:`FileDataset` yielding :class:`Batch`; memory stays flat whatever the size."""
+    """A DataLoader of :class:`FileDataset` yielding :class:`Batch`; memory stays flat whatever the size.
+
+    ``pin_memory`` (for a CUDA run) makes the copies to the GPU asynchronous. The workers' seeds come from the
+    loader's own generator: the global one, which augmentation draws from, is left alone, so a resumed run draws
+    as the uninterrupted one did (persistent workers take a seed once, at the first epoch only).
+    """
 
     def __init__(self, dataset: FileDataset, batch_size: int, sampler: EpochSampler, workers: int,
-                 drop_last: bool = False):
+                 drop_last: bool = False, pin_memory: bool = False):
         super().__init__(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
-                         drop_last=drop_last, persistent_workers=workers > 0,
-                         prefetch_factor=4 if workers > 0 else None)
+                         drop_last=drop_last, persistent_workers=workers > 0, pin_memory=pin_memory,
+                         prefetch_factor=4 if workers > 0 else None,
+                         generator=torch.Generator().manual_seed(sampler.seed))
 
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Serve ``epoch``'s batches from its ``start_batch``-th on."""
+        self.sampler.set_epoch(epoch, start_batch * self.batch_size)
 
     @property
     def samples(self) -> Samples:

@@ -13,7 +13,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from easycls.core import files
 from easycls.core.checkpoints import ModelMeta
-from easycls.core.device import check_gpu_id, select_device
+from easycls.core.device import check_gpu_id, select_device, uses_cuda
 from easycls.core.distributed import DistInfo
 from easycls.core.errors import ConfigError, DataError
 from easycls.data.augment import build_augment, build_erasing
@@ -132,8 +132,10 @@ def use_ram_cache(cfg: dict, n_images: int) -> bool:
     return n_images * cfg["channels"] * height * width <= cfg["cache_mb"] * 2 ** 20
 
 
-def make_loader(samples: Samples, cfg: dict, batch_size: int, train: bool, dist: DistInfo, ram: bool):
-    """A memory loader over decoded images, or a streaming one; both yield the same batches."""
+def make_loader(samples: Samples, cfg: dict, batch_size: int, train: bool, dist: DistInfo, ram: bool,
+                pin_memory: bool = False):
+    """A memory loader over decoded images, or a streaming one (in pinned memory for a CUDA run, so that copies to
+    the GPU overlap the step); both yield the same batches."""
     size = image_size(cfg)
     workers = cfg["num_workers"]
     if ram:
@@ -143,7 +145,8 @@ def make_loader(samples: Samples, cfg: dict, batch_size: int, train: bool, dist:
     drop_last = train and len(sampler) > batch_size  # a last batch of 1 breaks BatchNorm
     if ram:
         return MemoryLoader(images, samples, batch_size, sampler, drop_last)
-    return StreamLoader(FileDataset(samples, cfg["channels"], size), batch_size, sampler, workers, drop_last)
+    return StreamLoader(FileDataset(samples, cfg["channels"], size), batch_size, sampler, workers, drop_last,
+                        pin_memory)
 
 
 def build_train_loaders(cfg: dict, dist: DistInfo):
@@ -152,8 +155,9 @@ def build_train_loaders(cfg: dict, dist: DistInfo):
     ram = use_ram_cache(cfg, len(train.paths) + len(val.paths))
     log.info("data: %d train / %d val images, %d classes, %s", len(train.paths), len(val.paths),
              len(train.classes), "decoded once into memory" if ram else "streamed from disk")
-    train_loader = make_loader(train, cfg, cfg["batch_size"], True, dist, ram)
-    val_loader = make_loader(val, cfg, cfg["test_batch_size"], False, dist, ram)
+    pin = uses_cuda(cfg)
+    train_loader = make_loader(train, cfg, cfg["batch_size"], True, dist, ram, pin)
+    val_loader = make_loader(val, cfg, cfg["test_batch_size"], False, dist, ram, pin)
     return train_loader, val_loader, train.classes
 
 
@@ -248,4 +252,4 @@ def build_runner(cfg: dict, model: nn.Module, meta: ModelMeta, dist: Optional[Di
                               build_augment(cfg["augment"], cfg["hflip"]), build_erasing(cfg["random_erasing"], device))
     return ModelRunner(model, meta, cfg, device, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn.to(device),
                        preprocess=preprocess, hooks=build_hooks(cfg) if hooks is None else hooks, dist=dist, mix=mix,
-                       distiller=load_teacher(cfg, meta) if cfg["use_distill"] else None)
+                       distiller=load_teacher(cfg, meta, device) if cfg["use_distill"] else None)

@@ -33,7 +33,7 @@ class Distiller:
     def teacher_logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """The teacher's logits for the student's normalised input batch."""
         x = adapt_images(inputs.float() * self.std + self.mean, self.teacher.meta)  # [0, 1] at the teacher's input
-        return self.teacher.model((x - self.t_mean) / self.t_std).float()
+        return self.teacher.net((x - self.t_mean) / self.t_std).float()
 
     def __call__(self, inputs: torch.Tensor, logits: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
         t = self.temperature
@@ -42,9 +42,10 @@ class Distiller:
         return (1 - self.alpha) * loss + self.alpha * t * t * kd
 
 
-def load_teacher(cfg: dict, student: ModelMeta) -> Distiller:
-    """The teacher at ``teacher_path`` on the config's device; its classes must be the student's."""
-    teacher = InferenceModel.from_checkpoint(cfg["teacher_path"], {**cfg, "TTA": False, "calibrate": False})
+def load_teacher(cfg: dict, student: ModelMeta, device: torch.device) -> Distiller:
+    """The teacher at ``teacher_path`` on the student's ``device`` (under torchrun, each rank's own GPU); its
+    classes must be the student's."""
+    teacher = InferenceModel.from_checkpoint(cfg["teacher_path"], {**cfg, "TTA": False, "calibrate": False}, device)
     if teacher.meta.class_names != student.class_names:
         raise ConfigError(f"teacher {cfg['teacher_path']} has classes {teacher.meta.class_names} but the data has "
                           f"{student.class_names}")

@@ -3,7 +3,6 @@
 The parts (model, optimizer, scheduler, loss, preprocessing, hooks) are built by ``build.py`` and handed in.
 """
 import logging
-import random
 import time
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -15,19 +14,19 @@ from torch.nn.parallel import DistributedDataParallel
 from easycls.core import files
 from easycls.core.checkpoints import ModelMeta, load_checkpoint, save_checkpoint
 from easycls.core.device import resolve_amp
-from easycls.core.distributed import DistInfo, all_reduce_sum
-from easycls.core.errors import CheckpointError
+from easycls.core.distributed import DistInfo, all_reduce_sum, gather_to_main
 from easycls.core.files import plain
 from easycls.core.interrupts import CtrlC, TrainingInterrupted
-from easycls.data.loaders import Preprocessor
+from easycls.data.loaders import Batch, Preprocessor
 from easycls.data.scan import FailureLog
 from easycls.engine.hooks.base import Hook, HookList
+from easycls.engine.resume import check_resumable, interrupted_state, restore_training_parts
+from easycls.engine.rng import restore_rank_rng, rng_state
 from easycls.engine.step import GradientStep
 from easycls.engine.tracking import MONITORS
 from easycls.evaluation.predictor import InferenceModel
 
 log = logging.getLogger(__name__)
-RESUME_MUST_MATCH = ("model_name", "class_names", "img_size", "channels")
 
 
 class ModelRunner:
@@ -55,7 +54,10 @@ class ModelRunner:
         self.history: List[dict] = []
         self.stop_training, self.progress = False, True
         self._sums, self._count, self.val_outputs = None, 0, []
-        self._resumed: Optional[dict] = None
+        self._resumed, self._resume_at = None, None  # a checkpoint's state; the batch an interrupted epoch resumes at
+        self._stopped_at: Optional[dict] = None  # where Ctrl-C stopped training: {} after a whole epoch
+        self._last_batch: Optional[Batch] = None  # stands in for a batch whose images were all unreadable
+        self._compiled_eval: Optional[nn.Module] = None
         self._failure_logs: Dict[int, FailureLog] = {}  # per loader: a streamed file fails again every epoch
         self._ctrl_c = CtrlC()
         self.wrap()
@@ -63,10 +65,9 @@ class ModelRunner:
     # ----------------------------------------------------------------- set-up and events
     def wrap(self) -> None:
         """(Re)build what the training step calls: compiled when asked, inside DDP under torchrun."""
-        net = torch.compile(self.model) if self.cfg["compile"] else self.model
-        if self.dist.enabled:
-            net = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self._net = net
+        self._compiled = net = torch.compile(self.model) if self.cfg["compile"] else self.model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self._net = DistributedDataParallel(net, device_ids=ids) if self.dist.enabled else net
 
     def call_hook(self, event: str, *args) -> None:
         """Call ``event`` on every hook that overrides it, in priority order."""
@@ -80,51 +81,76 @@ class ModelRunner:
         self.train_batches = len(train_loader)
         self.call_hook("before_run")
         self._restore_hooks()
-        try:
-            with self._ctrl_c:
+        with self._ctrl_c:
+            try:
                 for epoch in range(self.start_epoch, self.max_epochs):
                     self._train_epoch(epoch, train_loader, val_loader)
+                    if self._stopped_at is not None:
+                        raise TrainingInterrupted(self._save_interrupted())
                     if self.earlyStop(epoch, self.history[-1]):
                         break
-        except KeyboardInterrupt:
-            raise TrainingInterrupted(self._save_interrupted()) from None
+            except KeyboardInterrupt:  # a second Ctrl-C, mid-step: the state is not one to resume from
+                log.warning("stopped at once by a second Ctrl-C; nothing saved (resume=True continues from last.pth)")
+                raise
         self.call_hook("after_run")
         return self.summary()
 
     def _train_epoch(self, epoch: int, train_loader, val_loader) -> None:
         self.epoch, started = epoch, time.time()
-        train_loader.set_epoch(epoch)
+        resume_at, self._resume_at = self._resume_at, None
+        if resume_at:
+            train_loader.set_epoch(epoch, resume_at["batch"])  # the batches after the interrupted one
+        else:
+            train_loader.set_epoch(epoch)
         self.call_hook("before_train_epoch")
         metrics = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
-                   **self.onTrainStep(train_loader, epoch)}
+                   **self.onTrainStep(train_loader, epoch, resume_at)}
+        if self._stopped_at is not None:
+            return
         self.call_hook("after_train_epoch")
         self.call_hook("before_val_epoch")
         metrics.update(self.onValidation(val_loader))
         metrics["seconds"] = round(time.time() - started, 3)
         self.checkpoint(epoch, metrics)
 
-    def onTrainStep(self, loader, epoch: int) -> dict:
-        """Train one epoch; return ``train_loss`` and ``train_acc`` averaged over every rank's images."""
+    def onTrainStep(self, loader, epoch: int, resume_at: Optional[dict] = None) -> dict:
+        """Train one epoch (its batches from ``resume_at``, an interrupted epoch's position); return ``train_loss``
+        and ``train_acc`` averaged over every rank's images, or {} when Ctrl-C stopped it after a step."""
         self._net.train()
-        self._sums = torch.zeros(2, device=self.device)  # loss sum, correct: kept on the device, no sync per step
-        self._count, batches = 0, len(loader)
-        report = self._failure_log(loader)
-        for step, batch in enumerate(loader):
+        resume_at = resume_at or {"batch": 0, "sums": torch.zeros(2), "count": 0}
+        # sums of loss and correct kept on the device (no sync per batch), and their image count
+        first, self._sums, self._count = resume_at["batch"], resume_at["sums"].to(self.device), resume_at["count"]
+        batches, report = first + len(loader), self._failure_log(loader)
+        for step, batch in enumerate(loader, first):
             report(batch.failures)
-            if batch.labels.numel() == 0:
-                continue
-            self.call_hook("before_train_iter", step, batch)
-            x = self.preprocess(batch.images, train=True)
-            y = batch.labels.to(self.device, non_blocking=True)
-            outputs = self.stepper(self._net, x, y, step, batches, epoch)
-            y = outputs["labels"]  # accuracy against each image's own label, also when mixing
-            self._sums += torch.stack([outputs["loss"].float() * len(y), (outputs["logits"].argmax(1) == y).sum()])
-            self._count += len(y)
-            self.call_hook("after_train_iter", step, batch, outputs)
-            self._ctrl_c.check()
+            outputs = self._train_batch(step, batch, batches, epoch)
+            # Ctrl-C is honoured where no gradients are pending: a point to resume from
+            if outputs["group_end"] and self._ctrl_c.requested_on_any(self.dist, self.device):
+                self._stopped_at = {"epoch": epoch, "batch": step + 1, "sums": self._sums.cpu(), "count": self._count}
+                return {}
         totals = torch.cat([self._sums, torch.tensor([float(self._count)], device=self.device)])
         loss_sum, correct, count = all_reduce_sum(totals, self.dist).tolist()
         return {"train_loss": loss_sum / max(count, 1), "train_acc": correct / max(count, 1)}
+
+    def _train_batch(self, step: int, batch: Batch, batches: int, epoch: int) -> dict:
+        """One batch through the hooks and the step. A batch whose images were all unreadable is replaced by this
+        rank's previous one at loss weight 0: the rank still joins the step's collectives (DDP's all-reduce), and
+        its accumulation group ends where it would have; it counts in no metric."""
+        weight = 1.0
+        if batch.labels.numel() == 0:
+            batch, weight = self._last_batch or blank_batch(self.meta), 0.0
+        else:
+            self._last_batch = batch
+        self.call_hook("before_train_iter", step, batch)
+        x = self.preprocess(batch.images, train=True)
+        y = batch.labels.to(self.device, non_blocking=True)
+        outputs = self.stepper(self._net, x, y, step, batches, epoch, weight)
+        if weight:
+            y = outputs["labels"]  # accuracy against each image's own label, also when mixing
+            self._sums += torch.stack([outputs["loss"].float() * len(y), (outputs["logits"].argmax(1) == y).sum()])
+            self._count += len(y)
+        self.call_hook("after_train_iter", step, batch, outputs)
+        return outputs
 
     def _failure_log(self, loader) -> FailureLog:
         """The failure log of ``loader``, made on first use, so each unreadable file is reported once a run."""
@@ -168,7 +194,8 @@ class ModelRunner:
         stopping, log the epoch, write ``results.csv`` and the curves, and save ``last.pth`` / ``best.pth``."""
         self.history.append(metrics)
         self.call_hook("after_val_epoch", metrics)
-        self._ctrl_c.check()
+        if self._ctrl_c.requested_on_any(self.dist, self.device):
+            self._stopped_at = {}
 
     def earlyStop(self, epoch: int, metrics: dict) -> bool:
         """True when a hook asked to stop: the early-stop hook does after ``early_stop_patience`` epochs in which
@@ -185,44 +212,43 @@ class ModelRunner:
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict:
-        """Everything an exact resume needs: weights, optimizer, scheduler, scaler, history, hooks, RNG."""
+        """Everything an exact resume needs: weights, optimizer, scheduler, scaler, history, hooks, and every rank's
+        random generators (``rng``, a list in rank order, on rank 0). A collective under torchrun: every rank calls
+        it, and rank 0 saves it."""
         state = {"model": self.model.state_dict(), "meta": self.meta.to_dict(), "config": plain(self.cfg),
                  "epoch": self.epoch, "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "scaler": self.stepper.scaler.state_dict(),
                  "history": list(self.history), "optimizer_steps": self.optimizer_steps,
-                 "stopped": self.stop_training, "rng": rng_state(),
+                 "stopped": self.stop_training, "rng": gather_to_main(rng_state(), self.dist),
                  "hooks": self.hooks.state_dict()}
         if self.eval_model is not self.model:
             state["eval_model"] = self.eval_model.state_dict()
         return state
 
     def _save_interrupted(self) -> str:
+        """``interrupted.pth``: the state where Ctrl-C stopped training (after a step, or a whole epoch)."""
         path = files.out(self.cfg, files.INTERRUPTED)
+        state = self.state_dict()
         if self.dist.is_main:
-            state = {**self.state_dict(), "epoch": len(self.history) - 1, "interrupted": True}  # last whole epoch
+            state, where = interrupted_state(state, len(self.history), self._stopped_at, self.cfg, self.dist.world,
+                                             self.stepper.bad_steps)
             save_checkpoint(state, path)
-            log.info("interrupted during epoch %d; saved %s (resume=True continues from it)", self.epoch + 1, path)
+            log.info("interrupted %s; saved %s (resume=True continues from there)", where, path)
         return path
 
     def resume(self, path: str) -> None:
-        """Restore weights, optimizer, scheduler, scaler, history and RNG from ``path``; hook states (and the
-        EMA weights) follow in :meth:`train`, once ``before_run`` has built what they restore into."""
+        """Restore weights, optimizer, scheduler, scaler, history, this rank's generators and, from
+        ``interrupted.pth``, the position in the epoch; hook states (and the EMA weights) follow in
+        :meth:`train`, once ``before_run`` has built what they restore into."""
         state = load_checkpoint(path)
-        if "optimizer" not in state:
-            raise CheckpointError(f"{path} holds weights only (no optimizer state); resume from last.pth")
-        saved, now = ModelMeta.from_dict(state["meta"], path).to_dict(), self.meta.to_dict()
-        changed = [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in RESUME_MUST_MATCH if saved[k] != now[k]]
-        if changed:
-            raise CheckpointError(f"cannot resume from {path}: " + "; ".join(changed))
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.stepper.scaler.load_state_dict(state["scaler"])
-        self.history, self.start_epoch = list(state["history"]), state["epoch"] + 1
-        self.stepper.steps, self.stop_training = state["optimizer_steps"], state["stopped"]
-        set_rng_state(state["rng"])
-        self._resumed = state
-        log.info("resumed from %s at epoch %d", path, self.start_epoch + 1)
+        check_resumable(state, self.meta, self.cfg, self.dist.world, path)
+        restore_training_parts(state, self.model, self.optimizer, self.scheduler, self.stepper, path)
+        self.history, self.stop_training = list(state["history"]), state["stopped"]
+        restore_rank_rng(state["rng"], self.dist.rank)
+        self._resumed, position = state, state.get("position")
+        self.start_epoch, self._resume_at = (position["epoch"], position) if position else (state["epoch"] + 1, None)
+        where = f", batch {position['batch'] + 1}" if position else ""
+        log.info("resumed from %s at epoch %d%s", path, self.start_epoch + 1, where)
 
     def _restore_hooks(self) -> None:
         if self._resumed is None:
@@ -242,10 +268,18 @@ class ModelRunner:
 
     # ----------------------------------------------------------------- inference
     def inference(self, tta: Optional[bool] = None) -> InferenceModel:
-        """``eval_model`` with this run's preprocessing and autocast, for evaluation and prediction."""
+        """``eval_model`` with this run's preprocessing and autocast, for evaluation and prediction (compiled when
+        ``compile=True``: the training step's compiled module when it is the same model)."""
         return InferenceModel(self.eval_model, self.meta, self.preprocess, self.stepper.amp_dtype,
                               self.cfg["TTA"] if tta is None else tta,
-                              self.meta.temperature if self.cfg["calibrate"] else 1.0)
+                              self.meta.temperature if self.cfg["calibrate"] else 1.0, self._eval_network())
+
+    def _eval_network(self) -> nn.Module:
+        if self.eval_model is self.model:
+            return self._compiled
+        if self.cfg["compile"] and getattr(self._compiled_eval, "_orig_mod", None) is not self.eval_model:
+            self._compiled_eval = torch.compile(self.eval_model)
+        return self._compiled_eval if self.cfg["compile"] else self.eval_model
 
     def predict(self, loader) -> Iterator[Tuple[np.ndarray, np.ndarray, list]]:
         """Yield ``(indices, probabilities, failures)`` batch by batch (TTA when the config asks for it)."""
@@ -256,30 +290,7 @@ class ModelRunner:
         return self.inference().evaluate(loader)
 
 
-def seed_all(seed: int) -> None:
-    """Seed torch, Python's and NumPy's generators (``random_seed``), so that a run repeats."""
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed)
-
-
-def rng_state() -> dict:
-    """Every random generator training draws from: torch (shuffling, augmentation, dropout), CUDA, and Python's
-    and NumPy's, which timm's RandomErasing and Mixup use. Stored as plain types and tensors (weights_only)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what :func:`rng_state` saved."""
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if "python" in state:  # checkpoints before these were saved hold torch's alone
-        random.setstate(state["python"])
-        kind, keys, pos, has_gauss, gauss = state["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+def blank_batch(meta: ModelMeta) -> Batch:
+    """Two black images (BatchNorm trains on more than one), standing in for an unreadable first batch."""
+    zeros = torch.zeros(2, dtype=torch.long)
+    return Batch(torch.zeros((2, meta.channels, *meta.img_size), dtype=torch.uint8), zeros, zeros, [])

@@ -1,5 +1,5 @@
 """One training batch's arithmetic: autocast, the GradScaler, gradient accumulation, clipping, DDP ``no_sync``
-and the guard against non-finite losses, in the order backward -> unscale_ -> clip -> step -> update -> zero_grad.
+and the guard against non-finite gradients, in the order backward -> unscale_ -> clip -> step -> update -> zero_grad.
 """
 from contextlib import nullcontext
 from typing import Callable, Optional
@@ -18,8 +18,9 @@ class GradientStep:
     batches (and on an epoch's last batch), each batch's loss divided by its group's size.
 
     ``steps`` counts the optimizer steps taken. With ``amp_dtype`` float16 a GradScaler skips steps whose gradients
-    overflowed; without one (float32, bfloat16) a group whose loss was not finite is skipped, and ``MAX_BAD_STEPS``
-    in a row stop training.
+    overflowed; without one (float32, bfloat16) a group whose gradients are not finite is skipped, and
+    ``MAX_BAD_STEPS`` in a row stop training. Both decide from the gradients as the optimizer sees them, which under
+    DDP are the all-reduced ones: every rank takes the same decision, also when only one rank's loss was NaN.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, device: torch.device,
@@ -29,13 +30,14 @@ class GradientStep:
         self.distiller = distiller  # adds a teacher's term: distiller(inputs, logits, loss) -> loss
         self.amp_dtype, self.accumulate, self.clip = amp_dtype, accumulate, clip
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-        self.steps = 0
-        self._bad_steps, self._group_finite = 0, True
+        self.steps = self.bad_steps = 0  # bad_steps: skipped steps in a row
 
     def __call__(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_idx: int = 0, batches: int = 1,
-                 epoch: int = 0) -> dict:
+                 epoch: int = 0, weight: float = 1.0) -> dict:
         """Train on one batch; return ``loss``, ``logits`` (detached), ``labels`` and ``inputs`` (the batch as the
-        network saw it), ``targets`` (what the loss saw: soft when mixing) and ``stepped``."""
+        network saw it), ``targets`` (what the loss saw: soft when mixing), ``stepped`` and ``group_end`` (the last
+        batch of its accumulation group: no gradients are pending after it). ``weight`` 0 runs the batch for its
+        collectives alone: its gradients are zero."""
         target = y
         if self.mix is not None:
             if len(x) % 2:  # timm's Mixup pairs images: an odd last image sits this batch out
@@ -51,25 +53,27 @@ class GradientStep:
                 loss = self.loss_fn(logits, target)
                 if self.distiller is not None:
                     loss = self.distiller(x, logits, loss)
-            self.scaler.scale(loss / group).backward()  # always backward, so DDP ranks stay in step
-        if not self.scaler.is_enabled() and not torch.isfinite(loss):
-            self._group_finite = False
+            self.scaler.scale(loss * weight / group).backward()  # always backward, so DDP ranks stay in step
         stepped = last and self._step(f"epoch {epoch + 1}, step {batch_idx + 1}")
         return {"loss": loss.detach(), "logits": logits.detach(), "labels": y, "inputs": x, "targets": target,
-                "stepped": stepped}
+                "stepped": stepped, "group_end": last}
 
     def _step(self, where: str) -> bool:
-        if not self._group_finite:
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norm = None
+        if self.clip or not self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)  # a no-op without fp16
+            norm = nn.utils.get_total_norm([p.grad for p in params])
+        if not self.scaler.is_enabled() and not torch.isfinite(norm):
             self.optimizer.zero_grad(set_to_none=True)
-            self._group_finite, self._bad_steps = True, self._bad_steps + 1
-            if self._bad_steps >= MAX_BAD_STEPS:
-                raise TrainingError(f"loss is not finite (NaN or inf) at {where}, {MAX_BAD_STEPS} steps in a row; "
-                                    f"lower learning_rate or set clip_gradient")
+            self.bad_steps += 1
+            if self.bad_steps >= MAX_BAD_STEPS:
+                raise TrainingError(f"the gradients are not finite (NaN or inf) at {where}, {MAX_BAD_STEPS} steps "
+                                    f"in a row; lower learning_rate or set clip_gradient")
             return False
-        self._bad_steps = 0
+        self.bad_steps = 0
         if self.clip:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], self.clip)
+            nn.utils.clip_grads_with_norm_(params, self.clip, norm)
         self.scaler.step(self.optimizer)  # skipped by the scaler when fp16 gradients overflowed
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)

@@ -18,7 +18,7 @@ from easycls.core.runlog import RunLog
 from easycls.data.audit import run_audit
 from easycls.data.scan import class_folders, image_ids, loader_labels
 from easycls.engine import builder, kfold
-from easycls.engine.runner import seed_all
+from easycls.engine.rng import seed_all
 from easycls.engine.tracking import CheckpointSaver
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def train_one(cfg: dict, progress: bool = False) -> dict:
     resume = resume_path(cfg) if cfg["resume"] else None
     dist = init_from_env(torch.cuda.is_available() and cfg["GPU_ID"].lower() != "cpu")
     with RunLog(dist.is_main) as run_log:
-        seed_all(cfg["random_seed"])
+        seed_all(cfg["random_seed"], dist.rank)
         model, meta = builder.build_model(cfg)  # before the data: a missing pretrained download fails at once
         if dist.is_main:
             ensure_builtin_data(cfg)

@@ -92,27 +92,34 @@ class Predictor(ABC):
 
 
 class InferenceModel(Predictor):
-    """A network in eval mode with its preprocessing, autocast and optional flip TTA."""
+    """A network in eval mode with its preprocessing, autocast and optional flip TTA.
+
+    ``model`` is the plain module (export, heatmaps and checkpoints use it); ``net`` is what :meth:`logits` calls:
+    ``model`` compiled when ``compile=True``, else ``model`` itself.
+    """
 
     def __init__(self, model: nn.Module, meta: ModelMeta, preprocess: Preprocessor,
-                 amp_dtype: Optional[torch.dtype] = None, tta: bool = False, temperature: float = 1.0):
+                 amp_dtype: Optional[torch.dtype] = None, tta: bool = False, temperature: float = 1.0,
+                 net: Optional[nn.Module] = None):
         self.model, self.meta, self.preprocess = model.eval(), meta, preprocess
+        self.net = model if net is None else net
         self.amp_dtype, self.tta, self.temperature = amp_dtype, tta, temperature
         self.device = preprocess.device
 
     @classmethod
-    def from_checkpoint(cls, path: str, cfg: dict) -> "InferenceModel":
-        """The model saved at ``path`` (.pth, or .safetensors + .json) on the config's device; the checkpoint's
-        metadata, not the config, defines the network, its input size and its normalisation."""
+    def from_checkpoint(cls, path: str, cfg: dict, device: Optional[torch.device] = None) -> "InferenceModel":
+        """The model saved at ``path`` (.pth, or .safetensors + .json) on ``device`` (default: the config's); the
+        checkpoint's metadata, not the config, defines the network, its input size and its normalisation."""
         from easycls.models.factory import create_model  # imports timm: only when a network must be built
         weights, meta = split_checkpoint(load_checkpoint(path), path)
         model = create_model(meta.model_name, len(meta.class_names), meta.channels)
         model.load_state_dict(weights)
-        device = select_device(cfg)
+        device = device or select_device(cfg)
         model = model.to(device, memory_format=torch.channels_last if cfg["channels_last"] else torch.preserve_format)
         preprocess = Preprocessor(meta.mean, meta.std, meta.channels, device, cfg["channels_last"])
         temperature = meta.temperature if cfg["calibrate"] else 1.0
-        return cls(model, meta, preprocess, resolve_amp(cfg["amp"], device), cfg["TTA"], temperature)
+        return cls(model, meta, preprocess, resolve_amp(cfg["amp"], device), cfg["TTA"], temperature,
+                   torch.compile(model) if cfg["compile"] else None)
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor, flip: bool = False) -> torch.Tensor:
@@ -121,29 +128,43 @@ class InferenceModel(Predictor):
         if flip:
             x = x.flip(3)
         with autocast(self.device, self.amp_dtype):
-            return self.model(x).float()
+            return self.net(x).float()
 
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
         return F.softmax(self.logits(images) / self.temperature, dim=1)
 
 
 class OnnxModel(Predictor):
-    """A ``.onnx`` file from ``export.py`` run by onnxruntime (CUDA provider when available and not GPU_ID='cpu')."""
+    """A ``.onnx`` file from ``export.py`` run by onnxruntime: on the CUDA provider for the GPU that ``GPU_ID``
+    names when onnxruntime has one and ``GPU_ID`` is not 'cpu', else on the CPU."""
 
     def __init__(self, path: str, cfg: dict):
         ort = require_extra("onnxruntime", "onnx")
-        want_cuda = cfg["GPU_ID"].lower() != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers()
-        providers = (["CUDAExecutionProvider"] if want_cuda else []) + ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(path, providers=providers)
+        self.device = onnx_device(cfg["GPU_ID"], ort.get_available_providers())
+        self.session = ort.InferenceSession(path, providers=onnx_providers(self.device))
         props = self.session.get_modelmeta().custom_metadata_map
         self.meta = _exported_meta(props.get(META_KEY), path)
         self.input = self.session.get_inputs()[0].name
-        self.device, self.tta = torch.device("cuda" if want_cuda else "cpu"), cfg["TTA"]
+        self.tta = cfg["TTA"]
         self.temperature = _baked_temperature(self.meta, cfg, path)
 
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
         x = images.numpy().astype(np.float32) / 255.0
         return torch.from_numpy(self.session.run(None, {self.input: x})[0])
+
+
+def onnx_device(gpu_id: str, available: List[str]) -> torch.device:
+    """The device ONNX Runtime runs on: ``cuda:GPU_ID`` when its CUDA provider is there, else the CPU."""
+    if gpu_id.lower() == "cpu" or "CUDAExecutionProvider" not in available:
+        return torch.device("cpu")
+    return torch.device("cuda", int(gpu_id or 0))
+
+
+def onnx_providers(device: torch.device) -> list:
+    """ONNX Runtime's providers for ``device``, the CPU's always last (for the operators CUDA lacks)."""
+    if device.type != "cuda":
+        return ["CPUExecutionProvider"]
+    return [("CUDAExecutionProvider", {"device_id": device.index}), "CPUExecutionProvider"]
 
 
 class TorchScriptModel(Predictor):

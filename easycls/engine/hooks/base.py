@@ -35,7 +35,8 @@ class Hook:
         """Once, before the first epoch (after a resume, before the first remaining epoch)."""
 
     def before_train_epoch(self, runner) -> None:
-        """At the start of each epoch; ``runner.epoch`` is its 0-based number."""
+        """At the start of each epoch; ``runner.epoch`` is its 0-based number. A run resumed from a Ctrl-C in the
+        middle of an epoch calls it again for that epoch, before its remaining batches."""
 
     def before_train_iter(self, runner, batch_idx: int, batch) -> None:
         """Before each training batch (a :class:`~easycls.data.Batch` of uint8 images)."""

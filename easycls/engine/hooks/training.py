@@ -5,6 +5,7 @@ from typing import Optional
 
 import torch
 
+from easycls.core.distributed import all_gather_rows
 from easycls.core.errors import ConfigError
 from easycls.engine.hooks.base import Hook, register_hook
 from easycls.engine.tracking import MONITORS, CheckpointSaver, EarlyStopper
@@ -102,13 +103,14 @@ class EarlyStopHook(Hook):
 @register_hook
 class CalibrationHook(Hook):
     """Temperature scaling: after each validation, fits a temperature on its logits and stores it in the model's
-    metadata, so ``best.pth`` carries the one fitted for its own weights; evaluate and predict apply it."""
+    metadata, so ``best.pth`` carries the one fitted for its own weights; evaluate and predict apply it. Under
+    torchrun every rank gathers all ranks' logits first, so the whole validation set decides, the same on all."""
 
     priority = 70
 
     def after_val_epoch(self, runner, metrics) -> None:
-        if runner.val_outputs:
-            logits, labels = (torch.cat(parts) for parts in zip(*runner.val_outputs))
+        logits, labels = gathered_val_outputs(runner)
+        if len(labels):
             runner.meta.temperature = fit_temperature(logits, labels)
 
     def after_run(self, runner) -> None:
@@ -134,8 +136,9 @@ class CheckpointHook(Hook):
 
     def after_val_epoch(self, runner, metrics) -> None:
         improved = self.tracker.update(metrics[self.monitor], runner.epoch)
+        state = runner.state_dict()  # on every rank: it gathers every rank's random generators
         if runner.dist.is_main:
-            self.saver.save(runner.state_dict(), runner.epoch, metrics[self.monitor], improved)
+            self.saver.save(state, runner.epoch, metrics[self.monitor], improved)
             if improved:
                 log.info("epoch %d: new best %s %.4f", runner.epoch + 1, self.monitor, metrics[self.monitor])
 
@@ -144,3 +147,13 @@ class CheckpointHook(Hook):
 
     def load_state_dict(self, state: dict) -> None:
         self.tracker.load_state_dict(state)
+
+
+def gathered_val_outputs(runner):
+    """The last validation's logits and labels from every rank, on every rank (a rank's share may be empty)."""
+    if runner.val_outputs:
+        logits, labels = (torch.cat(parts) for parts in zip(*runner.val_outputs))
+    else:
+        logits = torch.zeros(0, len(runner.meta.class_names), device=runner.device)
+        labels = torch.zeros(0, dtype=torch.long, device=runner.device)
+    return all_gather_rows(logits, runner.dist), all_gather_rows(labels, runner.dist)
