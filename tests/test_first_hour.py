@@ -59,6 +59,15 @@ def test_a_json_config_is_read_like_a_python_one(tmp_path):
         make_config(str(path))
 
 
+def test_a_hook_instance_recorded_by_name_in_config_json_is_left_out(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("easycls"), "propagate", True)  # the CLI turns it off for its console
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"custom_hooks": ["StopAtAccuracy", "LoggerHook", {"type": "EMAHook"}]}))
+    with caplog.at_level(logging.WARNING, logger="easycls"):
+        assert make_config(str(path))["custom_hooks"] == ["LoggerHook", {"type": "EMAHook"}]
+    assert "custom_hooks ['StopAtAccuracy'] are not registered" in caplog.text
+
+
 def test_predict_and_export_continue_the_run_with_its_config_json(run, monkeypatch, capsys):
     work, _ = run
     monkeypatch.chdir(work)

@@ -7,12 +7,15 @@ key before anything else happens, so a typo costs one clear line instead of a cr
 import ast
 import difflib
 import json
+import logging
 import os
 import runpy
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
 from easycls.config.schema import KEY_SPELLINGS, SCHEMA, _int_ge, defaults
 from easycls.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def _unknown(key: str) -> ConfigError:
@@ -148,7 +151,23 @@ def _read_json_config(path: str) -> dict:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path} must hold a JSON object of config keys, as a run's config.json does")
-    return cfg
+    return _registered_hooks_only(cfg, path)
+
+
+def _registered_hooks_only(cfg: dict, path: str) -> dict:
+    """A run's config.json records a Hook instance of its config.py by class name; unless that name is registered,
+    it is left out (evaluate, predict and export run no hooks), with a warning."""
+    hooks = cfg.get("custom_hooks")
+    if not isinstance(hooks, list):
+        return cfg
+    from easycls.engine.hooks import list_hooks  # start-up time (torch, the hook modules)
+    known = set(list_hooks())
+    kept = [item for item in hooks if (item.get("type") if isinstance(item, dict) else item) in known]
+    if len(kept) < len(hooks):
+        log.warning("%s: custom_hooks %s are not registered (a Hook instance is recorded by its class name); left "
+                    "out. To train with them, use the config file that defines them", path,
+                    [item for item in hooks if item not in kept])
+    return {**cfg, "custom_hooks": kept}
 
 
 def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> dict:

@@ -21,8 +21,11 @@ def trained_config(cfg: dict, model: Predictor) -> dict:
     beside = os.path.join(os.path.dirname(model_paths(cfg)[0]), files.CONFIG_JSON)
     if not os.path.isfile(beside):
         return {}
-    with open(beside, encoding="utf-8") as handle:
-        saved = json.load(handle)
+    try:
+        with open(beside, encoding="utf-8") as handle:
+            saved = json.load(handle)
+    except (OSError, ValueError):  # only a hint for an error message: never a new error
+        return {}
     return saved if isinstance(saved, dict) else {}
 
 
