@@ -2,13 +2,13 @@
 
 Any key can also be overridden on the command line as key=value (parsed as a Python literal), for example
 `python train.py epochs=5 model_name=resnet18`. docs/config.md documents every key; docs/specs.md the spec
-strings.
+strings. Later commands continue a run with its resolved config: `python predict.py --config output/config.json`.
 """
 cfg = dict(
     # --- global
     model_name="resnet10t",  # timm name, 'tv:<torchvision name>', or an alias such as 'mobilenetv3'
     GPU_ID="0",                  # CUDA device index as a string; 'cpu' forces the CPU
-    class_number=10,             # must equal the number of class folders in train_path
+    class_number=None,           # None = the number of class folders in train_path; a number is checked against it
     class_names=[],              # [] = every sub-folder of train_path, sorted; or a list fixing names and order
     random_seed=42,              # seeds weights, shuffling and augmentation
     cfg_verbose=True,            # print the resolved config at the start of training

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Union
 
 import pandas as pd
 
-from easycls.config import make_config
+from easycls.config import given_values, make_config
 from easycls.core import files
 from easycls.core.distributed import shutdown
 from easycls.evaluation import tasks
@@ -80,19 +80,30 @@ def _fold_numbers(cfg: dict) -> List[int]:
     return [cfg["val_fold"]] if cfg["val_fold"] is not None else list(range(cfg["start_fold"], cfg["k_fold"]))
 
 
-def evaluate(config: Config = None, **overrides) -> dict:
+def evaluate(config: Config = None, *, progress: bool = False, **overrides) -> dict:
     """Score ``model_path`` (default ``save_dir/best.pth``) on ``eval_path`` (default ``test_path``); writes
     ``save_dir/eval/`` and returns the metrics of its ``metrics.json`` (accuracy, macro and per-class precision,
-    recall and F1, the confusion matrix, calibration)."""
-    return tasks.evaluate(make_config(config, overrides))
+    recall and F1, the confusion matrix, calibration, and the model file, TTA and calibration used).
+    ``progress=True`` shows a progress bar (on stderr)."""
+    cfg, given = _config_and_given(config, overrides)
+    return tasks.evaluate(cfg, progress, given)
 
 
 def predict(config: Config = None, *, output: Union[str, os.PathLike, None] = None, progress: bool = False,
             **overrides) -> pd.DataFrame:
-    """Label every image under ``test_path``; returns the rows of ``pre.csv`` as a DataFrame (one per image:
-    ``image_id``, ``label``, ``class_name``, ``confidence``, ``status`` and, with ``save_probs=True``, one
-    probability column per class). ``output`` also writes them to that CSV file."""
-    return tasks.predict(make_config(config, overrides), os.fspath(output) if output else None, progress)
+    """Label every image under ``test_path`` (a folder, searched recursively, or one image file); returns the rows
+    of ``pre.csv`` as a DataFrame (one per image: ``image_id``, ``label``, ``class_name``, ``confidence``,
+    ``status`` and, with ``save_probs=True``, one probability column per class). ``output`` also writes them to
+    that CSV file; ``progress=True`` shows a progress bar (on stderr)."""
+    cfg, given = _config_and_given(config, overrides)
+    return tasks.predict(cfg, os.fspath(output) if output else None, progress, given)
+
+
+def _config_and_given(config: Config, overrides: dict):
+    """The validated config and the keys the caller set (config file or dict, and overrides): evaluate and predict
+    say when one of those differs from what the model file defines."""
+    given = given_values(config, overrides)
+    return make_config(given), set(given)
 
 
 def load_model(path: Union[str, os.PathLike, List[str]], device: Union[str, int, None] = None,

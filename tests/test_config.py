@@ -57,7 +57,7 @@ def test_bad_spec_in_config_is_a_spec_error():
 
 def test_relations_are_checked():
     with pytest.raises(ConfigError, match="class_weight has 2 values but class_number is 10"):
-        load_config(overrides=["class_weight=[1.0, 2.0]"])
+        load_config(overrides=["class_number=10", "class_weight=[1.0, 2.0]"])
     with pytest.raises(ConfigError, match="val_fold=5 must be below k_fold=5"):
         load_config(overrides=["val_fold=5"])
 

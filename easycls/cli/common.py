@@ -4,17 +4,24 @@ import logging
 import os
 import sys
 
-from easycls.config import parse_override
+from easycls.config import parse_overrides
 from easycls.core.errors import exit_code
 from easycls.core.interrupts import TrainingInterrupted
 
 log = logging.getLogger("easycls")
+EPILOG = """config keys: docs/config.md lists every key with its default and the values it allows (config.py
+comments each one too). A value with spaces must be quoted: "target_img_size=[64, 64]".
+
+to continue a run's work (evaluate, predict, export, or train again), pass its resolved config, which holds
+the paths and sizes it was trained with: --config output/config.json"""
 
 
 def parse(argv, prog: str, summary: str):
     """``[--config FILE] [key=value ...]``: the config file (default ./config.py when present) and overrides."""
-    parser = argparse.ArgumentParser(prog=prog, description=summary)
-    parser.add_argument("--config", help="config file defining cfg = dict(...) (default: ./config.py if present)")
+    parser = argparse.ArgumentParser(prog=prog, description=summary, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="a Python file defining cfg = dict(...), or a run's config.json "
+                                         "(default: ./config.py if present)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, as Python literals")
     return parser.parse_args(argv)
 
@@ -36,7 +43,7 @@ def run(command, argv, prog: str, summary: str) -> int:
     path = args.config or ("config.py" if os.path.isfile("config.py") else None)
     setup_logging(int(os.environ.get("RANK", "0")) == 0)
     try:
-        return exit_code(lambda: command(path, dict(map(parse_override, args.overrides))))
+        return exit_code(lambda: command(path, parse_overrides(args.overrides)))
     except TrainingInterrupted:
         return 130
     except KeyboardInterrupt:

@@ -5,15 +5,12 @@ from easycls import api
 from easycls.cli.common import run
 from easycls.config import make_config
 from easycls.core import files
-from easycls.evaluation.metrics import format_report
 
 
 def evaluate(config, overrides: dict) -> int:
-    metrics = api.evaluate(config, **overrides)
+    api.evaluate(config, progress=True, **overrides)  # logs the scores (on the console and in evaluate.log)
     save_dir = make_config(config, overrides)["save_dir"]
     out = os.path.join(save_dir, files.EVAL_DIR)
-    print(f"evaluated {metrics['path']}")
-    print(format_report(metrics))
     print(f"wrote {out}/metrics.json, per_class.csv, confusion_matrix.csv, confusion_matrix.png, reliability.png "
           f"and errors.csv")
     print(f"updated {os.path.join(save_dir, files.REPORT)}")
@@ -26,9 +23,8 @@ def evaluate_main(argv=None) -> int:
 
 
 def predict(config, overrides: dict) -> int:
-    cfg = make_config(config, overrides)
-    out_path = files.out(cfg, files.PREDICTIONS)
-    frame = api.predict(cfg, output=out_path, progress=True)
+    out_path = files.out(make_config(config, overrides), files.PREDICTIONS)
+    frame = api.predict(config, output=out_path, progress=True, **overrides)
     failed = int(frame["status"].astype(str).str.startswith("error").sum())
     print(f"wrote {len(frame)} rows to {out_path} ({failed} unreadable)")
     return 0
@@ -36,7 +32,8 @@ def predict(config, overrides: dict) -> int:
 
 def predict_main(argv=None) -> int:
     """``python predict.py``: write ``pre.csv`` with a label for every image under ``test_path``."""
-    return run(predict, argv, "predict.py", "Label every image under test_path; write save_dir/pre.csv.")
+    return run(predict, argv, "predict.py", "Label every image under test_path (a folder, or one image file); write "
+                                            "save_dir/pre.csv.")
 
 
 def export(config, overrides: dict) -> int:

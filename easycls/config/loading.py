@@ -1,19 +1,24 @@
 """Config loading: ``_base_`` inheritance, ``key=value`` overrides, old key spellings and validation.
 
-A config is a plain dict. ``load_config`` takes ``cfg`` from a Python file (the user's ``config.py``) or a dict,
-fills in defaults, applies overrides (command-line ``key=value`` parsed as Python literals, or a dict), and
-validates every key before anything else happens, so a typo costs one clear line instead of a crashed run. The
-reference project's misspelt keys (``k_flod``, ``early_stop_patient``) are read as their clear names everywhere.
+A config is a plain dict. ``load_config`` takes ``cfg`` from a Python file (the user's ``config.py``), a run's
+``config.json`` or a dict, fills in defaults, applies overrides (command-line ``key=value`` parsed as Python
+literals, or a dict), and validates every key before anything else happens, so a typo costs one clear line instead
+of a crashed run. The reference project's misspelt keys (``k_flod``, ``early_stop_patient``) are read as their
+clear names everywhere.
 """
 import ast
 import difflib
+import json
+import logging
 import os
 import runpy
-from typing import Iterable, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from easycls.config.schema import SCHEMA, _int_ge, defaults
 from easycls.core.errors import ConfigError
 from easycls.core.spellings import OLD_SPELLINGS, clear_name, clear_names
+
+log = logging.getLogger(__name__)
 
 
 def _unknown(key: str) -> ConfigError:
@@ -53,7 +58,7 @@ def validate(cfg: dict) -> dict:
 
 def _check_relations(cfg: dict) -> None:
     weights = cfg.get("class_weight")
-    if isinstance(weights, (list, tuple)) and len(weights) != cfg["class_number"]:
+    if isinstance(weights, (list, tuple)) and cfg["class_number"] is not None and len(weights) != cfg["class_number"]:
         raise ConfigError(f"class_weight has {len(weights)} values but class_number is {cfg['class_number']}")
     for key in ("val_fold", "start_fold"):
         if cfg[key] is not None and cfg[key] >= cfg["k_fold"]:
@@ -70,7 +75,7 @@ def _check_relations(cfg: dict) -> None:
     if cfg["tensorboard"]:
         from easycls.engine.hooks import require_tensorboard  # start-up time
         require_tensorboard()
-    if cfg["class_names"] and len(cfg["class_names"]) != cfg["class_number"]:
+    if cfg["class_names"] and cfg["class_number"] is not None and len(cfg["class_names"]) != cfg["class_number"]:
         raise ConfigError(f"class_names lists {len(cfg['class_names'])} names but class_number is "
                           f"{cfg['class_number']}")
 
@@ -78,7 +83,8 @@ def _check_relations(cfg: dict) -> None:
 def parse_override(text: str):
     """Split ``key=value`` and parse the value as a Python literal, falling back to the raw string."""
     if "=" not in text:
-        raise ConfigError(f"override '{text}' is not of the form key=value")
+        raise ConfigError(f"override '{text}' is not of the form key=value (quote a value that has spaces: "
+                          f"\"key=value with spaces\")")
     key, raw = text.split("=", 1)
     key = key.strip().lstrip("-")
     try:
@@ -88,14 +94,50 @@ def parse_override(text: str):
     return key, value
 
 
+def _open_brackets(text: str) -> int:
+    return sum(text.count(c) for c in "[({") - sum(text.count(c) for c in "])}")
+
+
+def parse_overrides(items: Iterable[str]) -> Dict[str, object]:
+    """``key=value`` items as a dict. A value the shell split at its spaces (``target_img_size=[64, 64]`` arrives
+    as ``target_img_size=[64,`` and ``64]``) is an error that shows the whole override and how to quote it."""
+    items: List[str] = list(items)
+    parsed = {}
+    for i, text in enumerate(items):
+        if "=" in text and i + 1 < len(items) and _open_brackets(text.split("=", 1)[1]) > 0:
+            _raise_split(items[i:])
+        key, value = parse_override(text)
+        parsed[key] = value
+    return parsed
+
+
+def _raise_split(items: List[str]) -> None:
+    """``items`` start with a value whose brackets do not close: join the arguments the shell split it into."""
+    joined = items[0]
+    for part in items[1:]:
+        if _open_brackets(joined) <= 0:
+            break
+        joined += " " + part
+    compact = joined.replace(" ", "")
+    try:
+        ast.literal_eval(compact.split("=", 1)[1])
+        alternative = f", or leave out the spaces: {compact}"
+    except (ValueError, SyntaxError):
+        alternative = ""
+    raise ConfigError(f"the shell split the override {joined!r} at its spaces; quote it: \"{joined}\"{alternative}")
+
+
 def read_config_file(path: str, chain: Tuple[str, ...] = ()) -> dict:
-    """Run a config file (the user's own Python) and return its ``cfg`` merged over its ``_base_`` files.
+    """The ``cfg`` of a config file: the user's own Python (run, its ``cfg`` merged over its ``_base_`` files), or
+    a JSON object of keys, such as the ``config.json`` every training run writes in its save_dir.
 
     ``_base_`` is a path relative to the file, or a list of them (later ones win); bases may have bases.
     """
     if not os.path.isfile(path):
         where = f" (the _base_ of {chain[-1]})" if chain else ""
         raise ConfigError(f"config file not found: {path}{where}")
+    if path.lower().endswith(".json"):
+        return clear_names(_read_json_config(path), path)
     if os.path.realpath(path) in map(os.path.realpath, chain):
         raise ConfigError(f"config _base_ cycle: {' -> '.join(chain + (path,))}")
     namespace = runpy.run_path(path)
@@ -112,30 +154,67 @@ def read_config_file(path: str, chain: Tuple[str, ...] = ()) -> dict:
     return {**merged, **clear_names(cfg, path)}  # clear names first, so a child's k_fold overrides a base's k_flod
 
 
+def _read_json_config(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            cfg = json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path} must hold a JSON object of config keys, as a run's config.json does")
+    return _registered_hooks_only(cfg, path)
+
+
+def _registered_hooks_only(cfg: dict, path: str) -> dict:
+    """A run's config.json records a Hook instance of its config.py by class name; unless that name is registered,
+    it is left out (evaluate, predict and export run no hooks), with a warning."""
+    hooks = cfg.get("custom_hooks")
+    if not isinstance(hooks, list):
+        return cfg
+    from easycls.engine.hooks import list_hooks  # start-up time (torch, the hook modules)
+    known = set(list_hooks())
+    kept = [item for item in hooks if (item.get("type") if isinstance(item, dict) else item) in known]
+    if len(kept) < len(hooks):
+        log.warning("%s: custom_hooks %s are not registered (a Hook instance is recorded by its class name); left "
+                    "out. To train with them, use the config file that defines them", path,
+                    [item for item in hooks if item not in kept])
+    return {**cfg, "custom_hooks": kept}
+
+
 def load_config(config: Union[str, "os.PathLike[str]", Mapping, None] = None,
                 overrides: Union[Iterable[str], Mapping] = ()) -> dict:
     """The command line's config: like :func:`make_config`, but ``config=None`` reads ``config.py`` in the working
     folder when there is one, and ``overrides`` may be ``key=value`` strings (values parsed as Python literals)."""
     if config is None and os.path.isfile("config.py"):
         config = "config.py"
-    return make_config(config, overrides if isinstance(overrides, Mapping) else dict(map(parse_override, overrides)))
+    return make_config(config, overrides if isinstance(overrides, Mapping) else parse_overrides(overrides))
 
 
-def make_config(config: Union[str, "os.PathLike[str]", Mapping, None] = None,
-                overrides: Optional[Mapping] = None) -> dict:
-    """The validated config: defaults, then ``config`` (a config file's path, a dict of keys, or None for the
-    defaults alone), then ``overrides``. Old key spellings (``k_flod``) are accepted in all of them. Raises
-    :class:`ConfigError` with the same one-line messages as the command line."""
-    cfg = defaults()
-    if isinstance(config, Mapping):
-        cfg.update(clear_names(dict(config), "the config dict"))
-    elif isinstance(config, (str, os.PathLike)):
-        cfg.update(read_config_file(os.fspath(config)))
-    elif config is not None:
+Config = Union[str, "os.PathLike[str]", Mapping, None]
+
+
+def given_values(config: Config = None, overrides: Optional[Mapping] = None) -> dict:
+    """The keys a caller set and their values: ``config`` (a config file's path, a dict of keys, or None), then
+    ``overrides``; no defaults, not yet validated (an unknown override key is refused at once)."""
+    if isinstance(config, (str, os.PathLike)):
+        given = read_config_file(os.fspath(config))
+    elif isinstance(config, Mapping):
+        given = clear_names(dict(config), "the config dict")
+    elif config is None:
+        given = {}
+    else:
         raise ConfigError(f"config must be a config file's path, a dict or None; got {type(config).__name__}")
     for key, value in (overrides or {}).items():
         key = clear_name(key)
         if key not in SCHEMA:
             raise _unknown(key)
-        cfg[key] = value
-    return validate(cfg)
+        given[key] = value
+    return given
+
+
+def make_config(config: Config = None, overrides: Optional[Mapping] = None) -> dict:
+    """The validated config: defaults, then ``config`` (a config file's path, a dict of keys, or None for the
+    defaults alone), then ``overrides``. Old key spellings (``k_flod``) are accepted in all of them. Raises
+    :class:`ConfigError` with the same one-line messages as the command line."""
+    return validate({**defaults(), **given_values(config, overrides)})
+

@@ -82,7 +82,9 @@ SCHEMA: Dict[str, Key] = {
     # global
     "model_name": Key("resnet10t", _is(str), "a timm model name, 'tv:<torchvision name>' or an alias"),
     "GPU_ID": Key("0", _gpu_id, "a CUDA device index such as '0' (or 0), or 'cpu'"),
-    "class_number": Key(10, _int_ge(2), "an integer >= 2"),
+    "class_number": Key(None, lambda v: v is None or _int_ge(2)(v),
+                        "None (the number of class folders in train_path, or of labels in label_path) or an integer "
+                        ">= 2, which is then checked against them"),
     "class_names": Key([], _str_list, "a list of class folder names, or [] to use every folder"),
     "random_seed": Key(42, _int_ge(0), "an integer >= 0"),
     "cfg_verbose": Key(True, _is(bool), BOOL),

@@ -71,9 +71,11 @@ def atomic_write(path: str, write) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions, as open() gives
     try:
         write(tmp)
+        # mkstemp makes 0600, and safetensors' save_file replaces the file with a new 0600 one: after writing,
+        # give the output the usual permissions, as open() does
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -1,10 +1,12 @@
 """Dataset audit: class counts and imbalance, unreadable files, and exact duplicates within and across splits.
 
-    python -m easycls.audit data/digits            # a dataset root with train/ val/ test/ class folders
-    python -m easycls.audit data/digits/train      # or one class-folder split
+    python -m easycls.data.audit data/digits            # a dataset root with train/ val/ test/ class folders
+    python -m easycls.data.audit data/digits/train      # or one class-folder split
 
-Duplicates are found by hashing decoded pixels, so the same picture saved twice (or re-encoded losslessly) is
-caught; a duplicate shared by train and val/test is leakage and inflates the metrics.
+The report goes to output/audit/ (the default save_dir's, where report.html looks; --out changes it); audit=True
+in a training config writes it to that run's save_dir/audit/. Duplicates are found by hashing decoded pixels, so
+the same picture saved twice (or re-encoded losslessly) is caught; a duplicate shared by train and val/test is
+leakage and inflates the metrics. A class that train has and another split lacks is named.
 """
 import argparse
 import hashlib
@@ -16,18 +18,29 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional
 
-from easycls.core.errors import exit_code
+from easycls.core.errors import DataError, exit_code
 from easycls.data.images import ImageReadError, decode_full, list_images
 from easycls.data.scan import class_folders
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
+DEFAULT_OUT = os.path.join("output", "audit")
 
 
 def find_splits(root: str) -> Dict[str, str]:
-    """``{split: folder}`` for a dataset root with train/val/test, or ``{name: root}`` for a single split."""
+    """``{split: folder}`` for a dataset root with train/val/test (those with class folders), or ``{name: root}``
+    for a single split."""
     found = {s: os.path.join(root, s) for s in SPLITS if os.path.isdir(os.path.join(root, s))}
-    return found or {os.path.basename(os.path.normpath(root)) or "data": root}
+    if not found:
+        return {os.path.basename(os.path.normpath(root)) or "data": root}
+    usable = {}
+    for split, folder in found.items():
+        try:
+            class_folders(folder)
+            usable[split] = folder
+        except DataError as exc:  # such as a test folder of unlabelled images
+            log.info("audit: %s is not a class-folder split (%s); not audited", folder, exc)
+    return usable
 
 
 def _fingerprint(path: str) -> str:
@@ -54,6 +67,7 @@ def audit(splits: Dict[str, str], workers: int = 4) -> dict:
         nonzero = [c for c in counts.values() if c]
         report["splits"][split] = {"images": sum(counts.values()), "per_class": dict(counts),
                                    "imbalance_ratio": round(max(nonzero) / min(nonzero), 3) if nonzero else None}
+    report["missing_classes"] = missing_classes(report["splits"])
     for group in owners.values():
         if len(group) < 2:
             continue
@@ -61,6 +75,16 @@ def audit(splits: Dict[str, str], workers: int = 4) -> dict:
         entry = {"splits": splits_in, "paths": [p for _, p in group]}
         report["leakage" if len(splits_in) > 1 else "duplicates_within"].append(entry)
     return report
+
+
+def missing_classes(splits: Dict[str, dict]) -> Dict[str, List[str]]:
+    """``{split: classes without images}`` for each split that lacks a class of train (of all splits together
+    when there is no train split)."""
+    reference = splits["train"]["per_class"] if "train" in splits else \
+        {name: 1 for info in splits.values() for name in info["per_class"]}
+    missing = {split: [name for name in reference if reference[name] and not info["per_class"].get(name)]
+               for split, info in splits.items()}
+    return {split: names for split, names in missing.items() if names}
 
 
 def _safe_fingerprint(path: str) -> str:
@@ -78,6 +102,9 @@ def to_markdown(report: dict) -> str:
     for split, info in report["splits"].items():
         lines += ["", f"## {split}: images per class", ""]
         lines += [f"- {name}: {count}" for name, count in info["per_class"].items()]
+    missing = report.get("missing_classes", {})
+    lines += ["", f"## Classes without images: {sum(map(len, missing.values()))}", ""]
+    lines += [f"- {split}: {', '.join(names)}" for split, names in missing.items()]
     lines += ["", f"## Unreadable files: {len(report['unreadable'])}", ""]
     lines += [f"- {u['path']}: {u['reason']}" for u in report["unreadable"]]
     for key, title in (("duplicates_within", "Exact duplicates within a split"),
@@ -90,9 +117,11 @@ def to_markdown(report: dict) -> str:
 def summary(report: dict) -> str:
     sizes = ", ".join(f"{s} {i['images']}" for s, i in report["splits"].items())
     ratios = ", ".join(f"{s} {i['imbalance_ratio']}" for s, i in report["splits"].items())
+    lacking = "".join(f"; {split} has no images of {', '.join(names)}"
+                      for split, names in report.get("missing_classes", {}).items())
     return (f"audit: {sizes} images; imbalance {ratios}; {len(report['unreadable'])} unreadable; "
             f"{len(report['duplicates_within'])} duplicate groups within splits; "
-            f"{len(report['leakage'])} across splits (leakage)")
+            f"{len(report['leakage'])} across splits (leakage){lacking}")
 
 
 def write_report(report: dict, out: str) -> None:
@@ -107,17 +136,19 @@ def run_audit(splits: Dict[str, str], out: str, workers: int = 4) -> dict:
     """Audit, write ``out/audit.json`` and ``out/audit.md``, and log the one-line summary."""
     report = audit(splits, workers)
     write_report(report, out)
-    log.info("%s; report in %s", summary(report), os.path.join(out, "audit.md"))
+    log.log(logging.WARNING if report["missing_classes"] else logging.INFO, "%s; report in %s", summary(report),
+            os.path.join(out, "audit.md"))
     for entry in report["leakage"][:5]:
         log.warning("leakage: the same image is in %s: %s", " and ".join(entry["splits"]), entry["paths"][:2])
     return report
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m easycls.audit", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m easycls.data.audit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", help="dataset root (with train/val/test) or one class-folder split")
-    parser.add_argument("--out", default="audit", help="report folder (default: ./audit)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"report folder (default: {DEFAULT_OUT}, under the "
+                                                           f"default save_dir, where report.html looks)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     return exit_code(lambda: run_audit(find_splits(args.path), args.out))

@@ -13,6 +13,7 @@ from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tup
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
 
 from easycls.data.images import ImageReadError, read_image
 from easycls.data.scan import Samples, report_skipped
@@ -30,8 +31,10 @@ class Batch(NamedTuple):
     failures: List[Tuple[int, str]]
 
 
-def decode_all(samples: Samples, channels: int, size, workers: int) -> Tuple[torch.Tensor, Samples]:
+def decode_all(samples: Samples, channels: int, size, workers: int,
+               progress: bool = False) -> Tuple[torch.Tensor, Samples]:
     """Decode every image once into a uint8 tensor; unreadable files are named, counted and left out.
+    ``progress`` shows a progress bar (large photos take a while).
 
     Each thread decodes runs of 32 images into a numpy view of the tensor: per-image futures and tensor indexing
     had cost three times the decoding of a small PNG, while runs still share large JPEGs out across the threads.
@@ -49,8 +52,13 @@ def decode_all(samples: Samples, channels: int, size, workers: int) -> Tuple[tor
                 failed.append((i, str(exc)))
         return failed
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        failed = [item for part in pool.map(decode_run, range(0, n, run)) for item in part]
+    failed = []
+    with ThreadPoolExecutor(max(1, workers)) as pool, \
+            tqdm(total=n, desc="decoding into memory", unit="img", dynamic_ncols=True, leave=False,
+                 disable=not progress) as bar:
+        for start, part in zip(range(0, n, run), pool.map(decode_run, range(0, n, run))):
+            failed += part
+            bar.update(min(run, n - start))
     report_skipped([(samples.paths[i], reason) for i, reason in failed])
     if not failed:
         return out, samples

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 from easycls.core.errors import DataError
-from easycls.data.images import is_hidden, is_image_name, list_images
+from easycls.data.images import is_hidden, is_image_name, list_images, skip_reason
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,11 @@ class Samples:
 
 
 def image_ids(paths, root: str):
-    """Paths relative to ``root`` with forward slashes (the paths come from walking ``root``)."""
+    """Paths relative to ``root`` with forward slashes (the paths come from walking ``root``); when ``root`` is one
+    image file, its name."""
     prefix = os.path.join(root, "")
-    return [(p[len(prefix):] if p.startswith(prefix) else os.path.relpath(p, root)).replace(os.sep, "/")
+    return [os.path.basename(p) if p == root else
+            (p[len(prefix):] if p.startswith(prefix) else os.path.relpath(p, root)).replace(os.sep, "/")
             for p in paths]
 
 
@@ -71,7 +73,13 @@ def scan_labelled(root: str, classes: Optional[List[str]] = None) -> Samples:
 
 
 def scan_unlabelled(root: str) -> Tuple[Samples, List[Tuple[str, str]]]:
-    """Every image under ``root`` (recursively, in a stable order) and the ``(path, reason)`` of skipped files."""
+    """Every image under ``root`` (recursively, in a stable order) and the ``(path, reason)`` of skipped files;
+    ``root`` may also be one image file."""
+    if os.path.isfile(root):
+        reason = skip_reason(os.path.basename(root))
+        if reason:
+            raise DataError(f"{root} is a file but not an image: {reason}")
+        return Samples([root], [-1], []), []
     if not os.path.isdir(root):
         raise DataError(f"folder not found: {root}")
     images, skipped = list_images(root)

@@ -17,6 +17,7 @@ from easycls.core.device import check_gpu_id, select_device, uses_cuda
 from easycls.core.distributed import DistInfo
 from easycls.core.errors import ConfigError, DataError
 from easycls.data.augment import build_augment, build_erasing
+from easycls.data.checks import require_folder, warn_missing_classes, with_class_number
 from easycls.data.images import image_size
 from easycls.data.labels import read_label_csv, sample_weights
 from easycls.data.loaders import EpochSampler, FileDataset, MemoryLoader, Preprocessor, StreamLoader, decode_all
@@ -74,7 +75,7 @@ def _limit(samples: Samples, count: int, seed: int) -> Samples:
 
 def _checked(samples: Samples, cfg: dict, what: str) -> Samples:
     """Check ``class_number``; attach ``sample_weights`` to the whole set, before any split (subsets keep them)."""
-    if len(samples.classes) != cfg["class_number"]:
+    if cfg["class_number"] is not None and len(samples.classes) != cfg["class_number"]:
         raise DataError(f"class_number is {cfg['class_number']} but {cfg['train_path']} has "
                         f"{len(samples.classes)} {what}: {samples.classes}")
     if cfg["sample_weights"]:
@@ -113,9 +114,10 @@ def train_val_samples(cfg: dict) -> Tuple[Samples, Samples]:
 
 def folder_split(cfg: dict) -> Tuple[Samples, Samples]:
     """Class folders: ``val_path``, or fold ``val_fold`` of ``train_path``."""
-    train = _checked(scan_labelled(cfg["train_path"], cfg["class_names"] or None), cfg, "class folders")
+    train = _checked(scan_labelled(require_folder(cfg, "train_path"), cfg["class_names"] or None), cfg,
+                     "class folders")
     if cfg["val_path"]:
-        val = scan_labelled(cfg["val_path"], train.classes)
+        val = scan_labelled(require_folder(cfg, "val_path"), train.classes)
     else:
         folds = StratifiedKFold(cfg["k_fold"], shuffle=True, random_state=cfg["random_seed"])
         train_idx, val_idx = list(folds.split(train.paths, train.labels))[cfg["val_fold"]]
@@ -133,13 +135,14 @@ def use_ram_cache(cfg: dict, n_images: int) -> bool:
 
 
 def make_loader(samples: Samples, cfg: dict, batch_size: int, train: bool, dist: DistInfo, ram: bool,
-                pin_memory: bool = False):
+                pin_memory: bool = False, progress: bool = False):
     """A memory loader over decoded images, or a streaming one (in pinned memory for a CUDA run, so that copies to
-    the GPU overlap the step); both yield the same batches."""
+    the GPU overlap the step); both yield the same batches. Training drops the last partial batch (a different one
+    each epoch, as the order is reshuffled)."""
     size = image_size(cfg)
     workers = cfg["num_workers"]
     if ram:
-        images, samples = decode_all(samples, cfg["channels"], size, workers)
+        images, samples = decode_all(samples, cfg["channels"], size, workers, progress)
     sampler = EpochSampler(len(samples.paths), shuffle=train, seed=cfg["random_seed"], rank=dist.rank,
                            world=dist.world, even=train, weights=samples.weights if train else None)
     drop_last = train and len(sampler) > batch_size  # a last batch of 1 breaks BatchNorm
@@ -149,22 +152,30 @@ def make_loader(samples: Samples, cfg: dict, batch_size: int, train: bool, dist:
                         pin_memory)
 
 
-def build_train_loaders(cfg: dict, dist: DistInfo):
-    """Train and val loaders plus the class names, with the RAM cache when the data fits."""
+def build_train_loaders(cfg: dict, dist: DistInfo, progress: bool = False):
+    """Train and val loaders plus the class names, with the RAM cache when the data fits; ``progress`` shows the
+    decoding. Logs the counts of the images used and warns about a split that lacks a class."""
     train, val = train_val_samples(cfg)
     ram = use_ram_cache(cfg, len(train.paths) + len(val.paths))
-    log.info("data: %d train / %d val images, %d classes, %s", len(train.paths), len(val.paths),
-             len(train.classes), "decoded once into memory" if ram else "streamed from disk")
-    pin = uses_cuda(cfg)
-    train_loader = make_loader(train, cfg, cfg["batch_size"], True, dist, ram, pin)
-    val_loader = make_loader(val, cfg, cfg["test_batch_size"], False, dist, ram, pin)
+    show, pin = progress and dist.is_main, uses_cuda(cfg)
+    train_loader = make_loader(train, cfg, cfg["batch_size"], True, dist, ram, pin, show)
+    val_loader = make_loader(val, cfg, cfg["test_batch_size"], False, dist, ram, pin, show)
+    kept = [len(loader.samples.paths) for loader in (train_loader, val_loader)]
+    skipped = len(train.paths) + len(val.paths) - sum(kept)
+    how = "decoded once into memory" + (f", {skipped} unreadable skipped" if skipped else "") if ram else \
+        "streamed from disk (an unreadable file is skipped when met)"
+    log.info("data: %d train / %d val images, %d classes, %s", *kept, len(train.classes), how)
+    if dist.is_main:
+        warn_missing_classes(cfg, {"train": train_loader.samples, "val": val_loader.samples})
     return train_loader, val_loader, train.classes
 
 
 # ----------------------------------------------------------------------------- training
 def build_model(cfg: dict) -> Tuple[nn.Module, ModelMeta]:
     """A new model with ``class_number`` outputs, with pretrained weights when configured (a local file, or timm's
-    or torchvision's hub), and its metadata; ``meta.class_names`` is filled in once the data is scanned."""
+    or torchvision's hub), and its metadata; ``meta.class_names`` is filled in once the data is scanned.
+    ``class_number=None`` counts the classes of the data (:func:`~easycls.data.checks.with_class_number`)."""
+    cfg = with_class_number(cfg) if cfg["class_number"] is None else cfg
     name, weights, mean, std = resolve_name(cfg["model_name"]), cfg["pretrained"], None, None
     if is_hub_pretrained(weights):
         model, hub_name, mean, std = create_hub_model(name, weights, cfg["class_number"], cfg["channels"],

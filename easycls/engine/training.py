@@ -16,6 +16,7 @@ from easycls.core.errors import ConfigError, DataError
 from easycls.core.files import plain
 from easycls.core.runlog import RunLog
 from easycls.data.audit import run_audit
+from easycls.data.checks import missing_classes, warn_dropped_colour, with_class_number
 from easycls.data.scan import class_folders, image_ids, loader_labels
 from easycls.engine import builder, kfold
 from easycls.engine.rng import seed_all
@@ -27,6 +28,8 @@ BUILTIN_DIGITS = "data/digits"
 
 def train(cfg: dict, progress: bool = False) -> dict:
     """Train as ``cfg`` says: k-fold cross-validation when ``val_path`` is '' (class folders), else one run."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        warn_dropped_colour(cfg)
     if not cfg["val_path"] and cfg["label_type"] == "DIR":
         return train_folds(cfg, progress)
     return train_one(cfg, progress)
@@ -69,21 +72,23 @@ def resume_path(cfg: dict) -> str:
 
 
 def train_one(cfg: dict, progress: bool = False) -> dict:
-    """One training run (one fold when val_path is ''); returns the runner's summary."""
+    """One training run (one fold when val_path is ''); returns the runner's summary. ``class_number=None``
+    becomes the number of classes in the data (config.json and the checkpoints record that number)."""
     builder.preflight(cfg)
     resume = resume_path(cfg) if cfg["resume"] else None
     dist = init_from_env(torch.cuda.is_available() and cfg["GPU_ID"].lower() != "cpu")
     with RunLog(dist.is_main) as run_log:
-        seed_all(cfg["random_seed"], dist.rank)
-        model, meta = builder.build_model(cfg)  # before the data: a missing pretrained download fails at once
         if dist.is_main:
             ensure_builtin_data(cfg)
         if dist.enabled:
             torch.distributed.barrier()
+        cfg = with_class_number(cfg)  # lists the class folders: cheap, and before a model is built
+        seed_all(cfg["random_seed"], dist.rank)
+        model, meta = builder.build_model(cfg)  # before scanning the images: a missing download fails at once
         if cfg["audit"] and dist.is_main:
             run_log.start(cfg["save_dir"], files.LOGS["train"])
             _audit(cfg)
-        train_loader, val_loader, meta.class_names = builder.build_train_loaders(cfg, dist)
+        train_loader, val_loader, meta.class_names = builder.build_train_loaders(cfg, dist, progress)
         runner = builder.build_runner(cfg, model, meta, dist, train_labels=loader_labels(train_loader))
         runner.progress = progress
         if cfg["lr_find"]:
@@ -155,12 +160,14 @@ def audit_splits(cfg: dict) -> dict:
 
 
 def _save_data_summary(cfg: dict, classes, train_loader, val_loader) -> None:
-    """``data.json``: images per class in train and val (per rank under torchrun: this rank's share)."""
+    """``data.json``: images per class in train and val (the readable ones), and the classes each split lacks."""
     counts = {split: {name: 0 for name in classes} for split in ("train", "val")}
     for split, loader in (("train", train_loader), ("val", val_loader)):
         for label in loader_labels(loader):
             counts[split][classes[label]] += 1
-    save_json({"class_counts": counts}, files.out(cfg, files.DATA_JSON))
+    missing = {split: missing_classes(loader.samples) for split, loader in (("train", train_loader),
+                                                                            ("val", val_loader))}
+    save_json({"class_counts": counts, "missing_classes": missing}, files.out(cfg, files.DATA_JSON))
 
 
 def _save_split(cfg: dict, classes, train_loader, val_loader) -> None:

@@ -18,6 +18,7 @@ from easycls.core import files
 from easycls.core.errors import DataError, TrainingError
 from easycls.data.loaders import FileDataset
 from easycls.data.scan import scan_labelled, scan_unlabelled
+from easycls.evaluation.paths import path_error, problem
 from easycls.evaluation.predictor import META_KEY, InferenceModel, OnnxModel, Predictor, TorchScriptModel, require_extra
 
 log = logging.getLogger(__name__)
@@ -84,18 +85,22 @@ EXPORTERS = {"onnx": (export_onnx, OnnxModel), "torchscript": (export_torchscrip
 
 def parity_images(cfg: dict, model: InferenceModel, count: int = PARITY_IMAGES) -> Tuple[torch.Tensor, str]:
     """Up to ``count`` real images (uint8) from val_path, or else test_path, at the model's size; and where from."""
+    problems = []
     for key in ("val_path", "test_path"):
         try:
             samples = scan_labelled(cfg[key], model.meta.class_names) if key == "val_path" else \
                 scan_unlabelled(cfg[key])[0]
-        except DataError:
+        except DataError as exc:
+            problems.append((key, problem(key, cfg[key]) or f"{key} {cfg[key]}: {exc}"))
             continue
         dataset = FileDataset(samples, model.meta.channels, model.meta.img_size)
         decoded = (dataset[i][0] for i in range(min(len(dataset), 4 * count)))
         images = [image for image in decoded if image is not None]
         if images:
             return torch.from_numpy(np.stack(images[:count])).permute(0, 3, 1, 2), cfg[key]
-    raise DataError("no readable images in val_path or test_path for the export parity check")
+        problems.append((key, f"{key} {cfg[key]} has no readable images"))
+    raise path_error(problems, cfg, model.run_config or {}, "the export parity check needs images from val_path or "
+                                                             "test_path: ")
 
 
 def parity(reference: Predictor, exported: Predictor, images: torch.Tensor) -> float:

@@ -10,13 +10,14 @@ import logging
 import os
 import warnings
 from abc import ABC, abstractmethod
-from typing import Iterator, List, Optional, Tuple
+from typing import AbstractSet, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
+from tqdm import tqdm
 
 from easycls.core import files
 from easycls.core.checkpoints import ModelMeta, load_checkpoint, split_checkpoint
@@ -39,6 +40,7 @@ class Predictor(ABC):
     device: torch.device
     tta: bool = False
     temperature: float = 1.0  # the one applied to the probabilities (calibration)
+    run_config: Optional[dict] = None  # the config the model was trained with, when its file holds it
 
     def probs(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities, averaged with the mirror image's when TTA is on."""
@@ -71,12 +73,12 @@ class Predictor(ABC):
             probs = self.probs(batch.images).cpu().numpy() if len(batch.index) else np.zeros((0, 0))
             yield batch.index.numpy(), probs, batch.failures
 
-    def evaluate(self, loader) -> dict:
+    def evaluate(self, loader, progress: bool = False) -> dict:
         """Metrics (scikit-learn) on a labelled loader, plus the labels, probabilities and dataset indices of the
-        readable images."""
+        readable images; ``progress`` shows a progress bar."""
         labels, probs, index, failures = [], [], [], []
         report = FailureLog(loader)
-        for batch in loader:
+        for batch in tqdm(loader, total=len(loader), desc="evaluate", dynamic_ncols=True, disable=not progress):
             report(batch.failures)
             failures += batch.failures
             if len(batch.index):
@@ -111,15 +113,18 @@ class InferenceModel(Predictor):
         """The model saved at ``path`` (.pth, or .safetensors + .json) on ``device`` (default: the config's); the
         checkpoint's metadata, not the config, defines the network, its input size and its normalisation."""
         from easycls.models.factory import create_model  # imports timm: only when a network must be built
-        weights, meta = split_checkpoint(load_checkpoint(path), path)
+        state = load_checkpoint(path)
+        weights, meta = split_checkpoint(state, path)
         model = create_model(meta.model_name, len(meta.class_names), meta.channels)
         model.load_state_dict(weights)
         device = device or select_device(cfg)
         model = model.to(device, memory_format=torch.channels_last if cfg["channels_last"] else torch.preserve_format)
         preprocess = Preprocessor(meta.mean, meta.std, meta.channels, device, cfg["channels_last"])
         temperature = meta.temperature if cfg["calibrate"] else 1.0
-        return cls(model, meta, preprocess, resolve_amp(cfg["amp"], device), cfg["TTA"], temperature,
-                   torch.compile(model) if cfg["compile"] else None)
+        loaded = cls(model, meta, preprocess, resolve_amp(cfg["amp"], device), cfg["TTA"], temperature,
+                     torch.compile(model) if cfg["compile"] else None)
+        loaded.run_config = state.get("config")
+        return loaded
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor, flip: bool = False) -> torch.Tensor:
@@ -269,18 +274,21 @@ def load_one(path: str, cfg: dict) -> Predictor:
     return kind(path, cfg) if kind else InferenceModel.from_checkpoint(path, cfg)
 
 
-def report_conflicts(cfg: dict, meta: ModelMeta) -> None:
-    """Say which config values the model file overrides (its own values always win)."""
+def report_conflicts(cfg: dict, meta: ModelMeta, given: AbstractSet[str]) -> None:
+    """Say in one line which of the config values the caller set (``given``) the model file overrides; its own
+    values always win, and defaults the caller never set are not worth a word."""
     pairs = {"model_name": (meta.model_name, MODEL_ALIASES.get(cfg["model_name"], cfg["model_name"])),
              "class_number": (len(meta.class_names), cfg["class_number"]),
              "target_img_size": (meta.img_size, list(image_size(cfg))), "channels": (meta.channels, cfg["channels"])}
-    for key, (saved, value) in pairs.items():
-        if saved != value:
-            log.warning("config %s=%r differs from the model's %r; using the model's", key, value, saved)
+    differ = [f"{key}={value!r} differs from the model's {saved!r}" for key, (saved, value) in pairs.items()
+              if key in given and value is not None and saved != value]
+    if differ:
+        log.warning("config %s; using the model's", "; ".join(differ))
 
 
-def load_predictor(cfg: dict) -> Predictor:
-    """The model(s) at ``model_path`` (default ``save_dir/best.pth``); a list of paths is an :class:`Ensemble`."""
+def load_predictor(cfg: dict, given: AbstractSet[str] = frozenset()) -> Predictor:
+    """The model(s) at ``model_path`` (default ``save_dir/best.pth``); a list of paths is an :class:`Ensemble`.
+    ``given``: the config keys the caller set, compared with what the model file defines."""
     paths = model_paths(cfg)
     models = [load_one(path, cfg) for path in paths]
     for path, model in zip(paths, models):
@@ -289,7 +297,7 @@ def load_predictor(cfg: dict) -> Predictor:
                  "x".join(map(str, meta.img_size)), meta.channels)
     model = models[0] if len(models) == 1 else Ensemble(models, paths)
     if len(models) == 1:
-        report_conflicts(cfg, model.meta)
+        report_conflicts(cfg, model.meta, given)
     return model
 
 

@@ -82,12 +82,18 @@ def _data(save_dir: str) -> List[str]:
     out = []
     if data:
         counts = pd.DataFrame(data["class_counts"]).fillna(0).astype(int).rename_axis("class").reset_index()
-        out += ["<h2>Data</h2>", _table(counts)]
+        out += ["<h2>Data</h2>", _table(counts)] + _lacking(data.get("missing_classes", {}))
     audit = _read_json(os.path.join(save_dir, "audit", "audit.json"))
     if audit:
         out.append(f"<p>Audit: {len(audit['unreadable'])} unreadable files, {len(audit['duplicates_within'])} "
                    f"duplicate groups within splits, {len(audit['leakage'])} across splits (leakage).</p>")
+        out += _lacking(audit.get("missing_classes", {}))
     return out
+
+
+def _lacking(missing: dict) -> List[str]:
+    return [f"<p><b>{html.escape(split)} has no images of {html.escape(', '.join(names))}.</b></p>"
+            for split, names in missing.items() if names]
 
 
 def _evaluation(save_dir: str) -> List[str]:
@@ -97,13 +103,26 @@ def _evaluation(save_dir: str) -> List[str]:
         return ["<h2>Evaluation</h2><p class='muted'>Not evaluated yet: run <code>python evaluate.py</code>.</p>"]
     out = [f"<h2>Evaluation</h2><p>{metrics['n_images']} images of <code>{html.escape(metrics.get('path', ''))}"
            f"</code>: accuracy <b>{metrics['accuracy']:.4f}</b>, macro F1 {metrics['macro']['f1']:.4f}"
-           f" ({metrics.get('seconds', 0):.1f} s).</p>", _table(pd.DataFrame(metrics["per_class"]))]
+           f" ({metrics.get('seconds', 0):.1f} s).</p>" + _scored_with(metrics),
+           _table(pd.DataFrame(metrics["per_class"]))]
     if "ece" in metrics:
         out.append(f"<h2>Calibration</h2><p>Temperature {metrics['temperature']:.3f}; expected calibration error "
                    f"{metrics['ece_uncalibrated']:.4f} without it, {metrics['ece']:.4f} with it.</p>")
     out.append('<div class="pics">' + _img(os.path.join(eval_dir, "confusion_matrix.png"), "confusion matrix")
                + _img(os.path.join(eval_dir, "reliability.png"), "reliability diagram") + "</div>")
     return out + _errors(save_dir)
+
+
+def _scored_with(metrics: dict) -> str:
+    """What evaluate used: the model file(s), TTA and calibration (the training config below may say otherwise)."""
+    if "model_path" not in metrics:
+        return ""
+    models = metrics["model_path"] if isinstance(metrics["model_path"], list) else [metrics["model_path"]]
+    calibration = "off"
+    if metrics.get("calibrate"):
+        calibration = f"temperature {metrics['temperature']:.3f}" if "temperature" in metrics else "on"
+    return (f"<p>Model {', '.join(f'<code>{html.escape(str(m))}</code>' for m in models)}; TTA "
+            f"{'on' if metrics.get('TTA') else 'off'}; calibration {calibration}.</p>")
 
 
 def _errors(save_dir: str) -> List[str]:
@@ -134,7 +153,8 @@ def write_report(save_dir: str) -> str:
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>easycls run: "
             f"{html.escape(str(cfg.get('model_name', '')))}</title><style>{STYLE}</style></head><body>"
             f"<h1>easycls run report</h1><p class='muted'>{html.escape(os.path.abspath(save_dir))}</p>"
-            + "".join(body) + f"<h2>Config</h2><details><summary>config.json</summary><pre>{config}</pre></details>"
+            + "".join(body) + "<h2>Config</h2><details><summary>config.json (training's; evaluate's model, TTA and "
+            f"calibration are above)</summary><pre>{config}</pre></details>"
             "</body></html>")
     path = os.path.join(save_dir, files.REPORT)
 

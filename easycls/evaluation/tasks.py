@@ -7,7 +7,7 @@ import io
 import logging
 import os
 import time
-from typing import Dict, Optional
+from typing import AbstractSet, Dict, Optional
 
 import pandas as pd
 
@@ -17,6 +17,7 @@ from easycls.core.runlog import RunLog
 from easycls.data.labels import read_label_csv
 from easycls.data.scan import scan_labelled, scan_unlabelled
 from easycls.evaluation.calibration import calibration_report
+from easycls.evaluation.metrics import format_report
 from easycls.evaluation.outputs import (
     evaluation_heatmaps,
     write_errors,
@@ -24,15 +25,18 @@ from easycls.evaluation.outputs import (
     write_heatmaps,
     write_predictions,
 )
+from easycls.evaluation.paths import require, trained_config
 from easycls.evaluation.plots import plot_reliability
-from easycls.evaluation.predictor import InferenceModel, checkpoint_path, inference_loader, load_predictor
+from easycls.evaluation.predictor import InferenceModel, checkpoint_path, inference_loader, load_predictor, model_paths
 
 log = logging.getLogger(__name__)
 
 
-def evaluation_samples(cfg: dict, classes):
+def evaluation_samples(cfg: dict, classes, run: Optional[dict] = None):
     """The labelled images to score and where they are: class folders under eval_path (or test_path); with
-    label_type='CSV', label_path's rows under eval_path, or else the val rows of save_dir/split.csv."""
+    label_type='CSV', label_path's rows under eval_path, or else the val rows of save_dir/split.csv. ``run`` (the
+    model's own config) lets a missing path's error name the value the model was trained with."""
+    run = run or {}
     if cfg["label_type"] == "CSV":
         if cfg["eval_path"]:
             return read_label_csv(cfg["label_path"], cfg["eval_path"], classes)[0], cfg["eval_path"]
@@ -44,26 +48,38 @@ def evaluation_samples(cfg: dict, classes):
         log.warning("no eval_path: scoring the val rows of %s, which chose best.pth and fitted its temperature, so "
                     "these figures are in-sample and optimistic; set eval_path to a held-out labelled folder", saved)
         return samples.subset([i for i, s in enumerate(split) if s == "val"]), f"{saved} (val rows)"
-    path = cfg["eval_path"] or cfg["test_path"]
+    key = "eval_path" if cfg["eval_path"] else "test_path"
+    path = require(cfg, key, run)
+    example = f", such as eval_path={run['val_path']} (this model's val_path)" if run.get("val_path") else ""
+    if os.path.isfile(path):
+        raise DataError(f"{key} {path} is a file; evaluate needs a folder of labelled images, one sub-folder per "
+                        f"class: set eval_path{example}")
     try:
         return scan_labelled(path, classes), path
     except DataError as exc:
-        raise DataError(f"{exc}. evaluate needs a labelled class-folder dataset: set eval_path") from None
+        raise DataError(f"{exc}. evaluate needs a labelled class-folder dataset: set eval_path{example}") from None
 
 
-def evaluate(cfg: dict) -> dict:
+def evaluate(cfg: dict, progress: bool = False, given: AbstractSet[str] = frozenset()) -> dict:
     """Score the model on the labelled images; write save_dir/eval/ (metrics.json, per_class.csv, the confusion
-    matrix, reliability.png, errors.csv) and refresh report.html; return the metrics of metrics.json."""
+    matrix, reliability.png, errors.csv) and refresh report.html; log the scores; return the metrics of
+    metrics.json, which also say what was scored: ``path`` (eval_path, or test_path), ``model_path``, ``TTA`` and
+    ``calibrate``. ``given``: the config keys the caller set (see :func:`load_predictor`)."""
     with RunLog() as run_log:
-        model = load_predictor(cfg)
-        samples, path = evaluation_samples(cfg, model.meta.class_names)
+        model = load_predictor(cfg, given)
+        samples, path = evaluation_samples(cfg, model.meta.class_names, trained_config(cfg, model))
         run_log.start(cfg["save_dir"], files.LOGS["evaluate"])
         started = time.time()
-        result = model.evaluate(inference_loader(samples, model, cfg))
+        result = model.evaluate(inference_loader(samples, model, cfg), progress)
+        paths = model_paths(cfg)
         metrics = {**result["metrics"], **calibration_report(result["probs"], result["labels"], model.temperature,
                                                              cfg["reject_threshold"]),
                    "path": path, "in_sample": cfg["label_type"] == "CSV" and not cfg["eval_path"],
-                   "seconds": round(time.time() - started, 3)}
+                   "model_path": paths[0] if len(paths) == 1 else paths, "TTA": cfg["TTA"],
+                   "calibrate": cfg["calibrate"], "seconds": round(time.time() - started, 3)}
+        log.info("evaluated %s on %s (TTA %s, calibration %s):\n%s", metrics["model_path"], path,
+                 "on" if cfg["TTA"] else "off", f"temperature {model.temperature:.3f}" if cfg["calibrate"] else "off",
+                 format_report(metrics))
         out = files.out(cfg, files.EVAL_DIR)
         write_eval_outputs(metrics, model.meta.class_names, out, cfg["cm_normalize"])
         write_errors(samples, result, model.meta.class_names, os.path.join(out, "errors.csv"))
@@ -75,12 +91,14 @@ def evaluate(cfg: dict) -> dict:
         return metrics
 
 
-def predict(cfg: dict, output: Optional[str] = None, progress: bool = False) -> pd.DataFrame:
-    """Label every image under ``test_path``; return the rows of ``pre.csv`` as a DataFrame, and stream them into
-    ``output`` too when it is a path (the command line writes save_dir/pre.csv)."""
+def predict(cfg: dict, output: Optional[str] = None, progress: bool = False,
+            given: AbstractSet[str] = frozenset()) -> pd.DataFrame:
+    """Label every image under ``test_path`` (a folder, or one image file); return the rows of ``pre.csv`` as a
+    DataFrame, and stream them into ``output`` too when it is a path (the command line writes save_dir/pre.csv).
+    ``given``: the config keys the caller set (see :func:`load_predictor`)."""
     with RunLog() as run_log:
-        model = load_predictor(cfg)
-        samples, others = scan_unlabelled(cfg["test_path"])
+        model = load_predictor(cfg, given)
+        samples, others = scan_unlabelled(require(cfg, "test_path", trained_config(cfg, model)))
         run_log.start(cfg["save_dir"], files.LOGS["predict"])
         target = output if output else io.BytesIO()
         written, failed = write_predictions(model, samples, cfg, target, progress)

@@ -1,6 +1,7 @@
 """Hooks that record a run for people: the console log, TensorBoard, the data preview and report.html."""
 import logging
 import math
+import time
 from typing import List, Optional
 
 import pandas as pd
@@ -19,26 +20,33 @@ log = logging.getLogger(__name__)
 
 @register_hook
 class LoggerHook(Hook):
-    """A progress bar per epoch (running loss and accuracy every ``interval`` batches); after each epoch one log
-    line, ``results.csv`` and the ``loss.png`` / ``acc.png`` curves (rank 0)."""
+    """A progress bar per epoch with the running loss and accuracy, refreshed every batch when an epoch has at most
+    ``every_batch_up_to`` batches, else every ``seconds`` (reading them waits for the device, which per batch
+    would slow a fast GPU); after each epoch one log line, ``results.csv`` and the ``loss.png`` / ``acc.png``
+    curves (rank 0)."""
 
     priority = 60
 
-    def __init__(self, interval: int = 20):
-        self.interval = interval
-        self.bar = None
+    def __init__(self, seconds: float = 1.0, every_batch_up_to: int = 50):
+        self.seconds, self.every_batch_up_to = seconds, every_batch_up_to
+        self.bar, self.shown = None, float("-inf")
 
     def before_train_epoch(self, runner) -> None:
         self.bar = tqdm(total=runner.train_batches, desc=f"epoch {runner.epoch + 1}/{runner.max_epochs}",
                         leave=False, dynamic_ncols=True, disable=not (runner.progress and runner.dist.is_main))
+        self.shown = float("-inf")  # the first batch shows its figures
 
     def after_train_iter(self, runner, batch_idx, batch, outputs) -> None:
         if self.bar is None:  # onTrainStep called on its own, outside train()
             return
         self.bar.update()
-        if batch_idx % self.interval == 0 and not self.bar.disable:
+        now = time.monotonic()
+        due = runner.train_batches <= self.every_batch_up_to or now - self.shown >= self.seconds \
+            or batch_idx == runner.train_batches - 1
+        if due and not self.bar.disable:
             loss, acc = runner.running_metrics()
             self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}")
+            self.shown = now
 
     def after_train_epoch(self, runner) -> None:
         if self.bar is not None:
