@@ -1,96 +1,43 @@
 """Trained models for evaluate and predict: no optimizer, scheduler, loss or hooks.
 
 :class:`InferenceModel` wraps a network (rebuilt from a checkpoint, or the runner's ``eval_model``);
-:class:`OnnxModel` and :class:`TorchScriptModel` run files written by ``export.py`` and never import timm or build
-a network. All three share :class:`Predictor`'s ``predict`` and ``evaluate``.
+:class:`OnnxModel` and :class:`TorchScriptModel` (:mod:`easycls.evaluation.exported`) run files written by
+``export.py`` and never import timm or build a network; :class:`Ensemble` averages several. All share
+:class:`~easycls.evaluation.base.Predictor`'s ``predict`` and ``evaluate``. This module also finds and loads the
+model files the commands name.
 """
 import glob
-import json
 import logging
 import os
-import warnings
-from abc import ABC, abstractmethod
-from typing import AbstractSet, Iterator, List, Optional, Tuple
+from typing import AbstractSet, List, Optional
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image
-from tqdm import tqdm
 
 from easycls.core import files
 from easycls.core.checkpoints import ModelMeta, load_checkpoint, split_checkpoint
 from easycls.core.device import autocast, resolve_amp, select_device
-from easycls.core.errors import CheckpointError, ConfigError, TrainingError
-from easycls.data.images import image_size, to_array
+from easycls.core.errors import ConfigError
+from easycls.data.images import image_size
 from easycls.data.loaders import FileDataset, PrefetchLoader, Preprocessor
-from easycls.data.scan import FailureLog, Samples
-from easycls.evaluation.metrics import compute_metrics
+from easycls.data.scan import Samples
+from easycls.evaluation.base import Predictor
+from easycls.evaluation.exported import (
+    META_KEY,
+    OnnxModel,
+    TorchScriptModel,
+    onnx_device,
+    onnx_providers,
+    require_extra,
+)
 from easycls.models.aliases import MODEL_ALIASES
 
 log = logging.getLogger(__name__)
-META_KEY = "easycls"  # where an exported file keeps its ModelMeta, as JSON
 
-
-class Predictor(ABC):
-    """``probs`` of uint8 ``(B, C, H, W)`` batches, and ``predict`` / ``evaluate`` over a loader built on it."""
-
-    meta: ModelMeta
-    device: torch.device
-    tta: bool = False
-    temperature: float = 1.0  # the one applied to the probabilities (calibration)
-    run_config: Optional[dict] = None  # the config the model was trained with, when its file holds it
-
-    def probs(self, images: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities, averaged with the mirror image's when TTA is on."""
-        probs = self._probs(images)
-        if self.tta:
-            probs = (probs + self._probs(images.flip(3))) / 2
-        return probs
-
-    @abstractmethod
-    def _probs(self, images: torch.Tensor) -> torch.Tensor:
-        """Probabilities of one batch, without TTA."""
-
-    def predict(self, images, batch_size: int = 64) -> np.ndarray:
-        """Probabilities ``(N, classes)`` of images given as paths, PIL images or uint8 numpy arrays (one or a
-        list), with the model's calibration and TTA; each is resized and converted as training images are."""
-        if isinstance(images, (str, os.PathLike, np.ndarray, Image.Image)):
-            images = [images]
-        out = [np.zeros((0, len(self.meta.class_names)), dtype=np.float32)]
-        for start in range(0, len(images), batch_size):
-            arrays = [to_array(im, self.meta.channels, self.meta.img_size) for im in images[start:start + batch_size]]
-            batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-            out.append(self.probs(batch).cpu().float().numpy())
-        return np.concatenate(out)
-
-    def predict_batches(self, loader) -> Iterator[Tuple[np.ndarray, np.ndarray, list]]:
-        """Yield ``(indices, probabilities, failures)`` batch by batch; unreadable files are reported once."""
-        report = FailureLog(loader)
-        for batch in loader:
-            report(batch.failures)
-            probs = self.probs(batch.images).cpu().numpy() if len(batch.index) else np.zeros((0, 0))
-            yield batch.index.numpy(), probs, batch.failures
-
-    def evaluate(self, loader, progress: bool = False) -> dict:
-        """Metrics (scikit-learn) on a labelled loader, plus the labels, probabilities and dataset indices of the
-        readable images; ``progress`` shows a progress bar."""
-        labels, probs, index, failures = [], [], [], []
-        report = FailureLog(loader)
-        for batch in tqdm(loader, total=len(loader), desc="evaluate", dynamic_ncols=True, disable=not progress):
-            report(batch.failures)
-            failures += batch.failures
-            if len(batch.index):
-                labels.append(batch.labels.numpy())
-                probs.append(self.probs(batch.images).cpu().numpy())
-                index.append(batch.index.numpy())
-        if not labels:
-            raise TrainingError("no readable images to evaluate")
-        y, p = np.concatenate(labels), np.concatenate(probs)
-        metrics = compute_metrics(y, p, self.meta.class_names)
-        metrics["unreadable"] = len(failures)
-        return {"metrics": metrics, "labels": y, "probs": p, "index": np.concatenate(index), "failures": failures}
+__all__ = ["META_KEY", "Ensemble", "InferenceModel", "OnnxModel", "Predictor", "TorchScriptModel", "adapt_images",
+           "checkpoint_path", "inference_loader", "load_one", "load_predictor", "model_paths", "onnx_device",
+           "onnx_providers", "report_conflicts", "require_extra"]
 
 
 class InferenceModel(Predictor):
@@ -139,62 +86,6 @@ class InferenceModel(Predictor):
         return F.softmax(self.logits(images) / self.temperature, dim=1)
 
 
-class OnnxModel(Predictor):
-    """A ``.onnx`` file from ``export.py`` run by onnxruntime: on the CUDA provider for the GPU that ``GPU_ID``
-    names when onnxruntime has one and ``GPU_ID`` is not 'cpu', else on the CPU."""
-
-    def __init__(self, path: str, cfg: dict):
-        ort = require_extra("onnxruntime", "onnx")
-        self.device = onnx_device(cfg["GPU_ID"], ort.get_available_providers())
-        self.session = ort.InferenceSession(path, providers=onnx_providers(self.device))
-        props = self.session.get_modelmeta().custom_metadata_map
-        self.meta = _exported_meta(props.get(META_KEY), path)
-        self.input = self.session.get_inputs()[0].name
-        self.tta = cfg["TTA"]
-        self.temperature = _baked_temperature(self.meta, cfg, path)
-
-    def _probs(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.numpy().astype(np.float32) / 255.0
-        return torch.from_numpy(self.session.run(None, {self.input: x})[0])
-
-
-def onnx_device(gpu_id: str, available: List[str]) -> torch.device:
-    """The device ONNX Runtime runs on: ``cuda:GPU_ID`` when its CUDA provider is there, else the CPU."""
-    if gpu_id.lower() == "cpu" or "CUDAExecutionProvider" not in available:
-        return torch.device("cpu")
-    return torch.device("cuda", int(gpu_id or 0))
-
-
-def onnx_providers(device: torch.device) -> list:
-    """ONNX Runtime's providers for ``device``, the CPU's always last (for the operators CUDA lacks)."""
-    if device.type != "cuda":
-        return ["CPUExecutionProvider"]
-    return [("CUDAExecutionProvider", {"device_id": device.index}), "CPUExecutionProvider"]
-
-
-class TorchScriptModel(Predictor):
-    """A TorchScript ``.pt`` file from ``export.py``: the network with its normalisation, [0, 1] input."""
-
-    def __init__(self, path: str, cfg: dict):
-        extra = {META_KEY: ""}
-        self.device = select_device(cfg)
-        with warnings.catch_warnings():  # torch 2.9+ calls TorchScript deprecated; it is still what many deploy
-            warnings.simplefilter("ignore", FutureWarning)
-            self.module = torch.jit.load(path, map_location=self.device, _extra_files=extra).eval()
-        self.meta, self.tta = _exported_meta(extra[META_KEY], path), cfg["TTA"]
-        self.temperature = _baked_temperature(self.meta, cfg, path)
-
-    @torch.inference_mode()
-    def _probs(self, images: torch.Tensor) -> torch.Tensor:
-        return self.module(images.to(self.device).float() / 255.0).float()
-
-
-def _exported_meta(text, path: str) -> ModelMeta:
-    if not text:
-        raise CheckpointError(f"{path} was not written by easycls export.py (no '{META_KEY}' metadata)")
-    return ModelMeta.from_dict(json.loads(text), path)
-
-
 class Ensemble(Predictor):
     """The mean of several models' probabilities. Each member keeps its own input size, channels, normalisation,
     TTA and temperature: batches are decoded once at the largest size (RGB when any member is RGB) and resized or
@@ -230,22 +121,6 @@ def adapt_images(images: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
     if list(x.shape[2:]) != list(meta.img_size):
         x = F.interpolate(x, size=tuple(meta.img_size), mode="bilinear", antialias=True, align_corners=False)
     return x.round().clamp(0, 255).to(torch.uint8) if images.dtype == torch.uint8 else x
-
-
-def _baked_temperature(meta: ModelMeta, cfg: dict, path: str) -> float:
-    if not cfg["calibrate"] and meta.temperature != 1.0:
-        log.warning("%s has the calibration temperature %.3f in its graph; calibrate=False cannot remove it",
-                    path, meta.temperature)
-    return meta.temperature
-
-
-def require_extra(module: str, extra: str):
-    """Import an optional dependency, or fail in one line naming the extra that provides it."""
-    import importlib
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ConfigError(f'{module} is not installed: pip install -e ".[{extra}]"') from None
 
 
 # ----------------------------------------------------------------------------- loading for the commands
