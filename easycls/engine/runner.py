@@ -1,6 +1,6 @@
-"""ModelRunner: sequences the training events; all but the step itself is a hook (``hooks.py``). Per epoch:
+"""ModelRunner: sequences the training events; all but the step itself is a hook (``engine/hooks/``). Per epoch:
 ``onTrainStep`` -> ``onValidation`` -> ``checkpoint`` (runs the ``after_val_epoch`` hooks) -> ``earlyStop``.
-The parts (model, optimizer, scheduler, loss, preprocessing, hooks) are built by ``build.py`` and handed in.
+The parts (model, optimizer, scheduler, loss, preprocessing, hooks) are built by ``engine/builder.py`` and handed in.
 """
 import logging
 import time
