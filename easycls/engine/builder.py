@@ -9,7 +9,6 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
-from sklearn.model_selection import StratifiedKFold
 
 from easycls.core import files
 from easycls.core.checkpoints import ModelMeta
@@ -32,6 +31,7 @@ from easycls.engine.hooks.training import (
     FreezeHook,
     ParamSchedulerHook,
 )
+from easycls.engine.kfold import fold_parts
 from easycls.engine.runner import ModelRunner
 from easycls.engine.tracking import MONITORS
 from easycls.models.factory import (
@@ -119,15 +119,15 @@ def train_val_samples(cfg: dict) -> Tuple[Samples, Samples]:
 
 
 def folder_split(cfg: dict) -> Tuple[Samples, Samples]:
-    """Class folders: ``val_path``, or fold ``val_fold`` of ``train_path``."""
+    """Class folders: ``val_path``, or fold ``val_fold`` of ``train_path``: the other folds, split into train and
+    a val that chooses the checkpoint (:func:`kfold.fold_parts`); the fold itself is held out for ``oof.csv``."""
     train = _checked(scan_labelled(cfg["train_path"], cfg["class_names"] or None), cfg, "class folders")
     if cfg["val_path"]:
-        val = scan_labelled(cfg["val_path"], train.classes)
-    else:
-        folds = StratifiedKFold(cfg["k_flod"], shuffle=True, random_state=cfg["random_seed"])
-        train_idx, val_idx = list(folds.split(train.paths, train.labels))[cfg["val_fold"]]
-        train, val = train.subset(train_idx), train.subset(val_idx)
-        log.info("val_path is '': using fold %d of %d from train as val", cfg["val_fold"], cfg["k_flod"])
+        return train, scan_labelled(cfg["val_path"], train.classes)
+    train, val, held_out = fold_parts(train, cfg)
+    log.info("val_path is '': fold %d of %d (%d images) is held out for oof.csv; %d of the other %d images "
+             "(val_fraction %g) choose the checkpoint and the temperature", cfg["val_fold"], cfg["k_flod"],
+             len(held_out.paths), len(val.paths), len(train.paths) + len(val.paths), cfg["val_fraction"])
     return train, val
 
 
