@@ -18,7 +18,6 @@ import logging
 import os
 import platform
 import resource
-import sys
 import tempfile
 import time
 

@@ -98,13 +98,18 @@ def csv_split(cfg: dict) -> Tuple[Samples, Samples]:
     samples = _checked(samples, cfg, "labels in " + source)
     if split is None and cfg["val_path"]:
         return samples, scan_labelled(cfg["val_path"], samples.classes)
-    if split is None:
-        from sklearn.model_selection import train_test_split
-        train_idx, val_idx = train_test_split(np.arange(len(samples.paths)), test_size=cfg["val_fraction"],
-                                              random_state=cfg["random_seed"], stratify=samples.labels)
-        split = ["val" if i in set(val_idx) else "train" for i in range(len(samples.paths))]
-    pick = lambda name: [i for i, s in enumerate(split) if s == name]  # noqa: E731
-    return samples.subset(pick("train")), samples.subset(pick("val"))
+    is_val = holdout(samples.labels, cfg["val_fraction"], cfg["random_seed"]) if split is None else \
+        np.asarray(split) == "val"
+    return samples.subset(np.flatnonzero(~is_val).tolist()), samples.subset(np.flatnonzero(is_val).tolist())
+
+
+def holdout(labels: Sequence[int], fraction: float, seed: int) -> np.ndarray:
+    """A seeded, stratified ``fraction`` of the images (scikit-learn's ``train_test_split``), as a boolean mask."""
+    from sklearn.model_selection import train_test_split
+    _, val = train_test_split(np.arange(len(labels)), test_size=fraction, random_state=seed, stratify=labels)
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[val] = True
+    return mask
 
 
 def train_val_samples(cfg: dict) -> Tuple[Samples, Samples]:
