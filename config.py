@@ -40,7 +40,8 @@ cfg = dict(
     cache_mb=4096,               # RAM budget for decoded images, in MB
     label_type="DIR",            # 'DIR' = labels from the class folders; 'CSV' = from label_path
     label_path="",               # CSV of image_id,label[,split] (ids relative to train_path) for label_type='CSV'
-    val_fraction=0.1,            # label_type='CSV', no split column, val_path '': the share held out as val
+    val_fraction=0.1,            # val_path '': the share held out as val from a labels CSV without a split column,
+                                 # or from each k-fold fold's training images (it chooses best.pth, not the fold)
     audit=False,                 # check the dataset (counts, unreadable files, duplicates) before training
 
     # --- model

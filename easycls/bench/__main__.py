@@ -1,6 +1,6 @@
-"""`python -m easycls.bench`: see docs/benchmarks.md."""
+"""`python -m easycls.bench` (throughput) and `python -m easycls.bench --setup`: see docs/benchmarks.md."""
 import sys
 
-from easycls.bench.throughput import main
+from easycls.bench import setup, throughput
 
-sys.exit(main())
+sys.exit(setup.main() if "--setup" in sys.argv[1:] else throughput.main())

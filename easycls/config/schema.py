@@ -122,7 +122,8 @@ SCHEMA: Dict[str, Key] = {
     "label_type": Key("DIR", _choice("DIR", "CSV"), "'DIR' (one sub-folder per class) or 'CSV' (label_path)"),
     "label_path": Key("", _is(str), "'' or a CSV file of image_id,label[,split] (read when label_type is 'CSV')"),
     "val_fraction": Key(0.1, _float_in(0, 1), "a float in (0, 1): the share held out as val from a labels CSV "
-                                              "without a split column, when val_path is ''"),
+                                              "without a split column, when val_path is '', or from each k-fold "
+                                              "fold's training images to choose its checkpoint"),
     # model
     "pretrained": Key("", lambda v: isinstance(v, (bool, str)),
                       "'' (none), True (the model's hub weights), 'hf-hub:org/name', a torchvision weights name such "

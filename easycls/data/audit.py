@@ -16,7 +16,8 @@ import os
 import sys
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional
+from functools import lru_cache
+from typing import Dict, List, Optional, Sequence
 
 from easycls.core.errors import DataError, exit_code
 from easycls.data.images import ImageReadError, decode_full, list_images
@@ -48,6 +49,31 @@ def _fingerprint(path: str) -> str:
     return hashlib.sha1(str(arr.shape).encode() + arr.tobytes()).hexdigest()
 
 
+@lru_cache(maxsize=2 ** 20)
+def _known_fingerprint(path: str, size: int, mtime_ns: int) -> str:
+    """One file's fingerprint, decoded once per process while its size and modification time stay the same (the
+    k-fold run and each of its folds ask for the same images)."""
+    try:
+        return _fingerprint(path)
+    except ImageReadError as exc:
+        return "!" + str(exc)
+
+
+def _safe_fingerprint(path: str) -> str:
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        return "!" + (exc.strerror or str(exc))
+    return _known_fingerprint(path, stat.st_size, stat.st_mtime_ns)
+
+
+def fingerprints(paths: Sequence[str], workers: int = 4) -> List[str]:
+    """The fingerprint of each image, a hash of its decoded pixels (so a lossless re-encoding is the same image),
+    or ``'!<reason>'`` for a file that cannot be read; in the order of ``paths``."""
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return list(pool.map(_safe_fingerprint, paths, chunksize=64))
+
+
 def audit(splits: Dict[str, str], workers: int = 4) -> dict:
     """Audit every split; return a JSON-ready report."""
     report = {"splits": {}, "unreadable": [], "duplicates_within": [], "leakage": []}
@@ -58,12 +84,11 @@ def audit(splits: Dict[str, str], workers: int = 4) -> dict:
             images, _ = list_images(os.path.join(folder, name))
             counts[name] = len(images)
             files += images
-        with ThreadPoolExecutor(workers) as pool:
-            for path, digest in zip(files, pool.map(_safe_fingerprint, files)):
-                if digest.startswith("!"):
-                    report["unreadable"].append({"path": path, "reason": digest[1:]})
-                else:
-                    owners[digest].append((split, path))
+        for path, digest in zip(files, fingerprints(files, workers)):
+            if digest.startswith("!"):
+                report["unreadable"].append({"path": path, "reason": digest[1:]})
+            else:
+                owners[digest].append((split, path))
         nonzero = [c for c in counts.values() if c]
         report["splits"][split] = {"images": sum(counts.values()), "per_class": dict(counts),
                                    "imbalance_ratio": round(max(nonzero) / min(nonzero), 3) if nonzero else None}
@@ -85,13 +110,6 @@ def missing_classes(splits: Dict[str, dict]) -> Dict[str, List[str]]:
     missing = {split: [name for name in reference if reference[name] and not info["per_class"].get(name)]
                for split, info in splits.items()}
     return {split: names for split, names in missing.items() if names}
-
-
-def _safe_fingerprint(path: str) -> str:
-    try:
-        return _fingerprint(path)
-    except ImageReadError as exc:
-        return "!" + str(exc)
 
 
 def to_markdown(report: dict) -> str:

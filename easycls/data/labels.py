@@ -1,7 +1,7 @@
 """Labels from a CSV (``label_type='CSV'``) and per-image sampling weights (``sample_weights``), both checked
 row by row: an error names the rows that are wrong."""
 import os
-from typing import List, Optional
+from typing import List, Optional, Set
 
 import numpy as np
 import pandas as pd
@@ -20,44 +20,67 @@ def read_label_csv(csv_path: str, root: str, classes: Optional[List[str]] = None
     table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     if list(table.columns[:2]) != ["image_id", "label"]:
         raise DataError(f"{csv_path} must start with the columns image_id,label; it has {list(table.columns)}")
-    classes = list(classes) if classes else sorted(set(table["label"]))
+    classes = list(classes) if classes else sorted(table["label"].unique().tolist())
+    ids = table["image_id"].tolist()  # one conversion: iterating a pandas column costs 10x a list's
     problems = [("duplicated ids", table["image_id"][table["image_id"].duplicated()].tolist()),
                 ("labels that are not classes " + str(classes), table["image_id"][~table["label"].isin(classes)]
                  .tolist()),
-                ("missing image files under " + root,
-                 [i for i in table["image_id"] if not os.path.isfile(os.path.join(root, i))])]
+                ("missing image files under " + root, missing_files(root, ids))]
     if "split" in table:
         problems.append(("a split other than train or val", table["image_id"][~table["split"].isin(["train", "val"])]
                          .tolist()))
     for what, rows in problems:
         if rows:
             raise DataError(f"label_path {csv_path}: " + _name_rows(what, rows))
-    samples = Samples([os.path.join(root, i) for i in table["image_id"]], [classes.index(c) for c in table["label"]],
-                      classes)
+    labels = pd.Categorical(table["label"], categories=classes).codes.tolist()
+    prefix = os.path.join(root, "")  # os.path.join per row cost more than the rest of the read
+    samples = Samples([i if os.path.isabs(i) else prefix + i for i in ids], labels, classes)
     return samples, (table["split"].tolist() if "split" in table else None)
+
+
+def missing_files(root: str, ids: List[str]) -> List[str]:
+    """The ids (relative to ``root``, with forward slashes) that name no file. Each folder is listed once, and only
+    an id its listing lacks is looked up on its own (a file system may ignore case): a lookup for every id is a
+    system call per row, slow at a million rows and far slower on a network file system."""
+    listed, missing = {}, []
+    for image_id in ids:
+        folder, _, name = image_id.rpartition("/")
+        if folder not in listed:
+            listed[folder] = _files_in(os.path.join(root, folder))
+        if name not in listed[folder] and not os.path.isfile(os.path.join(root, image_id)):
+            missing.append(image_id)
+    return missing
+
+
+def _files_in(folder: str) -> Set[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return {entry.name for entry in entries if entry.is_file()}
+    except OSError:  # not a folder, or not readable: every id in it is looked up on its own
+        return set()
 
 
 def sample_weights(samples: Samples, spec, root: str) -> List[float]:
     """Per-image sampling weights: ``'balanced'`` (inverse class frequency) or a CSV of ``image_id,weight`` with ids
     relative to ``root``, as in pre.csv. Every image needs one weight >= 0; errors name the rows."""
     if spec == "balanced":
-        counts = np.bincount(samples.labels, minlength=len(samples.classes))
-        return [1.0 / counts[label] for label in samples.labels]
+        labels = np.asarray(samples.labels)
+        return (1.0 / np.bincount(labels)[labels]).tolist()
     table = pd.read_csv(spec, dtype={"image_id": str})
     if list(table.columns[:2]) != ["image_id", "weight"]:
         raise DataError(f"{spec} must have the columns image_id,weight; it has {list(table.columns)}")
     weights = pd.to_numeric(table["weight"], errors="coerce")
     bad = table["image_id"][~(weights >= 0)].tolist()  # NaN, text and negative weights
-    ids = image_ids(samples.paths, root)
+    ids, rows = image_ids(samples.paths, root), table["image_id"].tolist()
     known = set(ids)
-    unknown = [i for i in table["image_id"] if i not in known]
-    missing = sorted(known - set(table["image_id"]))
+    unknown = [i for i in rows if i not in known]
+    missing = sorted(known - set(rows))
     duplicated = table["image_id"][table["image_id"].duplicated()].tolist()
-    for problem, rows in (("weights that are not numbers >= 0", bad), ("ids not under " + root, unknown),
-                          ("duplicated ids", duplicated), ("no row for these images", missing)):
-        if rows:
-            raise DataError(f"sample_weights {spec}: " + _name_rows(problem, rows))
-    by_id = dict(zip(table["image_id"], weights))
+    for problem, names in (("weights that are not numbers >= 0", bad), ("ids not under " + root, unknown),
+                           ("duplicated ids", duplicated), ("no row for these images", missing)):
+        if names:
+            raise DataError(f"sample_weights {spec}: " + _name_rows(problem, names))
+    by_id = dict(zip(rows, weights.tolist()))
     result = [float(by_id[i]) for i in ids]
     if not any(result):
         raise DataError(f"sample_weights {spec}: every weight is 0")

@@ -9,7 +9,6 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
-from sklearn.model_selection import StratifiedKFold
 
 from easycls.core import files
 from easycls.core.checkpoints import ModelMeta
@@ -33,6 +32,7 @@ from easycls.engine.hooks.training import (
     FreezeHook,
     ParamSchedulerHook,
 )
+from easycls.engine.kfold import fold_parts
 from easycls.engine.runner import ModelRunner
 from easycls.engine.tracking import MONITORS
 from easycls.models.factory import TV_PREFIX, create_model, load_pretrained, model_norm, resolve_name
@@ -92,13 +92,18 @@ def csv_split(cfg: dict) -> Tuple[Samples, Samples]:
     samples = _checked(samples, cfg, "labels in " + source)
     if split is None and cfg["val_path"]:
         return samples, scan_labelled(cfg["val_path"], samples.classes)
-    if split is None:
-        from sklearn.model_selection import train_test_split
-        train_idx, val_idx = train_test_split(np.arange(len(samples.paths)), test_size=cfg["val_fraction"],
-                                              random_state=cfg["random_seed"], stratify=samples.labels)
-        split = ["val" if i in set(val_idx) else "train" for i in range(len(samples.paths))]
-    pick = lambda name: [i for i, s in enumerate(split) if s == name]  # noqa: E731
-    return samples.subset(pick("train")), samples.subset(pick("val"))
+    is_val = holdout(samples.labels, cfg["val_fraction"], cfg["random_seed"]) if split is None else \
+        np.asarray(split) == "val"
+    return samples.subset(np.flatnonzero(~is_val).tolist()), samples.subset(np.flatnonzero(is_val).tolist())
+
+
+def holdout(labels: Sequence[int], fraction: float, seed: int) -> np.ndarray:
+    """A seeded, stratified ``fraction`` of the images (scikit-learn's ``train_test_split``), as a boolean mask."""
+    from sklearn.model_selection import train_test_split
+    _, val = train_test_split(np.arange(len(labels)), test_size=fraction, random_state=seed, stratify=labels)
+    mask = np.zeros(len(labels), dtype=bool)
+    mask[val] = True
+    return mask
 
 
 def train_val_samples(cfg: dict) -> Tuple[Samples, Samples]:
@@ -113,16 +118,15 @@ def train_val_samples(cfg: dict) -> Tuple[Samples, Samples]:
 
 
 def folder_split(cfg: dict) -> Tuple[Samples, Samples]:
-    """Class folders: ``val_path``, or fold ``val_fold`` of ``train_path``."""
-    train = _checked(scan_labelled(require_folder(cfg, "train_path"), cfg["class_names"] or None), cfg,
-                     "class folders")
+    """Class folders: ``val_path``, or fold ``val_fold`` of ``train_path``: the other folds, split into train and
+    a val that chooses the checkpoint (:func:`kfold.fold_parts`); the fold itself is held out for ``oof.csv``."""
+    train = _checked(scan_labelled(require_folder(cfg, "train_path"), cfg["class_names"] or None), cfg, "class folders")
     if cfg["val_path"]:
-        val = scan_labelled(require_folder(cfg, "val_path"), train.classes)
-    else:
-        folds = StratifiedKFold(cfg["k_fold"], shuffle=True, random_state=cfg["random_seed"])
-        train_idx, val_idx = list(folds.split(train.paths, train.labels))[cfg["val_fold"]]
-        train, val = train.subset(train_idx), train.subset(val_idx)
-        log.info("val_path is '': using fold %d of %d from train as val", cfg["val_fold"], cfg["k_fold"])
+        return train, scan_labelled(require_folder(cfg, "val_path"), train.classes)
+    train, val, held_out = fold_parts(train, cfg)
+    log.info("val_path is '': fold %d of %d (%d images) is held out for oof.csv; %d of the other %d images "
+             "(val_fraction %g) choose the checkpoint and the temperature", cfg["val_fold"], cfg["k_fold"],
+             len(held_out.paths), len(val.paths), len(train.paths) + len(val.paths), cfg["val_fraction"])
     return train, val
 
 

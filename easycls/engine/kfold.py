@@ -1,14 +1,19 @@
 """k-fold cross-validation with ``val_path=''``: every fold trained in one call, out-of-fold predictions for every
 training image, a summary, and a ranking of the images whose given label is most likely wrong.
 
-The fold of each image comes from a seeded ``StratifiedKFold`` (saved as ``folds.csv``); fold ``i`` trains into
-``save_dir/fold{i}/``. The mislabel finder follows confident learning (Northcutt et al., 2021): an image is a
-label issue when another class's out-of-fold probability reaches that class's own mean self-confidence, and
-images are ranked by the out-of-fold probability of their given label, lowest first.
+The fold of each image comes from one function, :func:`assign_folds`: a seeded, stratified split in which the
+audit's exact duplicates count as one image, so the copies of an image share a fold (saved as ``folds.csv``). Fold
+``i`` trains into ``save_dir/fold{i}/`` on the other folds, and its held-out images choose nothing: the checkpoint
+and the temperature are chosen on an inner split of its training part (a seeded, stratified ``val_fraction`` of it,
+the same function again), so ``oof.csv`` and everything read from it are out-of-sample. The mislabel finder follows
+confident learning (Northcutt et al., 2021): an image is a label issue when another class's out-of-fold probability
+reaches that class's own mean self-confidence, and images are ranked by the out-of-fold probability of their given
+label, lowest first.
 """
 import logging
 import os
-from typing import Callable, List, Tuple
+import warnings
+from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -18,23 +23,72 @@ from sklearn.model_selection import StratifiedKFold
 from easycls.core import files
 from easycls.core.checkpoints import atomic_write, save_json
 from easycls.core.errors import DataError
+from easycls.data.audit import fingerprints
 from easycls.data.scan import Samples, scan_labelled
 from easycls.evaluation.predictor import InferenceModel, inference_loader
 
 log = logging.getLogger(__name__)
 
 
-def fold_ids(samples: Samples, k: int, seed: int) -> np.ndarray:
-    """The fold of each sample: the same split ``build.train_val_samples`` makes for ``val_fold``."""
+def duplicate_groups(samples: Samples, workers: int = 1) -> np.ndarray:
+    """A group number per image: exact duplicates (the audit's fingerprints of the decoded pixels) share one; every
+    other image, an unreadable one too, is a group of its own."""
+    keys = [digest if not digest.startswith("!") else "!" + path
+            for path, digest in zip(samples.paths, fingerprints(samples.paths, workers))]
+    return np.unique(keys, return_inverse=True)[1].reshape(-1)
+
+
+def _units(labels: Sequence[int], groups: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Each group as one unit, in the order of its first image: the units' labels (their first image's) and the
+    unit of each image."""
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return np.asarray(labels)[first[order]], rank[inverse.reshape(-1)]
+
+
+def assign_folds(labels: Sequence[int], groups: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """The fold (0..k-1) of each image: seeded, stratified by label, each group within one fold. The one function
+    behind ``folds.csv``, ``val_fold`` and the inner split that chooses a fold's checkpoint.
+
+    scikit-learn's ``StratifiedKFold`` splits the groups as units (:func:`_units`): without duplicates that is its
+    split of the images themselves. (``StratifiedGroupKFold`` does the same job with a Python loop per group that
+    took 16 s for 10k images and 117 s for 100k, against 0.1 s.)
+    """
+    unit_labels, unit_of = _units(labels, groups)
+    unit_folds = np.empty(len(unit_labels), dtype=int)
+    splitter = StratifiedKFold(k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        # fold_ids refuses a class rarer than k for the outer folds; an inner val share may lack a rare class, as a
+        # small val_fraction of a labels CSV does.
+        warnings.filterwarnings("ignore", "The least populated class in y has only", UserWarning)
+        for fold, (_, part) in enumerate(splitter.split(unit_labels, unit_labels)):
+            unit_folds[part] = fold
+    return unit_folds[unit_of]
+
+
+def fold_ids(samples: Samples, k: int, seed: int, groups: np.ndarray) -> np.ndarray:
+    """The fold of each sample (see :func:`assign_folds`); every class needs at least ``k`` images."""
     counts = np.bincount(samples.labels, minlength=len(samples.classes))
     if counts.min() < k:
         raise DataError(f"k_fold={k} needs at least {k} images per class; class "
                         f"'{samples.classes[int(counts.argmin())]}' has {int(counts.min())}")
-    folds = np.empty(len(samples.paths), dtype=int)
-    splitter = StratifiedKFold(k, shuffle=True, random_state=seed)
-    for fold, (_, val) in enumerate(splitter.split(samples.paths, samples.labels)):
-        folds[val] = fold
-    return folds
+    return assign_folds(samples.labels, groups, k, seed)
+
+
+def fold_parts(samples: Samples, cfg: dict) -> Tuple[Samples, Samples, Samples]:
+    """Fold ``val_fold``'s train, val and held-out images. The held-out fold is scored only for ``oof.csv``; val,
+    which chooses the checkpoint and fits the temperature, is a seeded, stratified ``val_fraction`` of the other
+    folds (1/n of them for the nearest whole n), duplicates again kept on one side."""
+    groups = duplicate_groups(samples, cfg["num_workers"])
+    folds = fold_ids(samples, cfg["k_fold"], cfg["random_seed"], groups)
+    rest, held_out = np.flatnonzero(folds != cfg["val_fold"]), np.flatnonzero(folds == cfg["val_fold"])
+    labels = np.asarray(samples.labels)[rest]
+    largest = int(np.bincount(_units(labels, groups[rest])[0]).max())  # StratifiedKFold's most folds
+    inner = assign_folds(labels, groups[rest], max(2, min(round(1 / cfg["val_fraction"]), largest)), cfg["random_seed"])
+    return (samples.subset(rest[inner != 0].tolist()), samples.subset(rest[inner == 0].tolist()),
+            samples.subset(held_out.tolist()))
 
 
 def fold_dir(cfg: dict, fold: int) -> str:
@@ -44,7 +98,12 @@ def fold_dir(cfg: dict, fold: int) -> str:
 def prepare(cfg: dict, ids: Callable) -> Tuple[Samples, np.ndarray, List[str]]:
     """Scan ``train_path``, assign folds and write ``folds.csv`` (image_id, label, fold)."""
     samples = scan_labelled(cfg["train_path"], cfg["class_names"] or None)
-    folds = fold_ids(samples, cfg["k_fold"], cfg["random_seed"])
+    groups = duplicate_groups(samples, cfg["num_workers"])
+    folds = fold_ids(samples, cfg["k_fold"], cfg["random_seed"], groups)
+    shared = np.bincount(groups)
+    if (shared > 1).any():
+        log.info("k-fold: %d sets of exact duplicates (%d images) each kept within one fold",
+                 int((shared > 1).sum()), int(shared[shared > 1].sum()))
     image_id = ids(samples.paths, cfg["train_path"])
     table = pd.DataFrame({"image_id": image_id, "label": [samples.classes[i] for i in samples.labels], "fold": folds})
     os.makedirs(cfg["save_dir"], exist_ok=True)
@@ -59,7 +118,7 @@ def fold_config(cfg: dict, fold: int) -> dict:
 
 
 def write_out_of_fold(cfg: dict, samples: Samples, folds: np.ndarray, image_id: List[str]) -> dict:
-    """Predict each fold's val images with its ``best.pth``; write ``oof.csv``, ``cv_summary.json`` and
+    """Predict each fold's held-out images with its ``best.pth``; write ``oof.csv``, ``cv_summary.json`` and
     ``suspect_labels.csv``; return the summary."""
     probs = np.full((len(samples.paths), len(samples.classes)), np.nan)
     for fold in range(cfg["k_fold"]):
@@ -96,7 +155,7 @@ def out_of_fold_table(image_id, folds, labels, probs, classes) -> pd.DataFrame:
 
 
 def cv_summary(oof: pd.DataFrame) -> dict:
-    """Accuracy and macro F1 per fold (on its own val images), with their mean and standard deviation."""
+    """Accuracy and macro F1 per fold (on its own held-out images), with their mean and standard deviation."""
     rows = [{"fold": int(fold), "images": len(part),
              "accuracy": float(accuracy_score(part["label"], part["predicted"])),
              "macro_f1": float(f1_score(part["label"], part["predicted"], average="macro"))}

@@ -18,7 +18,7 @@ from easycls.core import files
 from easycls.core.errors import DataError, TrainingError
 from easycls.data.loaders import FileDataset
 from easycls.data.scan import scan_labelled, scan_unlabelled
-from easycls.evaluation.paths import path_error, problem
+from easycls.evaluation.paths import problem
 from easycls.evaluation.predictor import META_KEY, InferenceModel, OnnxModel, Predictor, TorchScriptModel, require_extra
 
 log = logging.getLogger(__name__)
@@ -84,23 +84,31 @@ EXPORTERS = {"onnx": (export_onnx, OnnxModel), "torchscript": (export_torchscrip
 
 
 def parity_images(cfg: dict, model: InferenceModel, count: int = PARITY_IMAGES) -> Tuple[torch.Tensor, str]:
-    """Up to ``count`` real images (uint8) from val_path, or else test_path, at the model's size; and where from."""
-    problems = []
+    """``count`` uint8 images at the model's size and channels to check an export on, and what they are: up to
+    ``count`` readable images from val_path, or else test_path; or else (exporting on a machine without the data)
+    ``count`` seeded synthetic ones."""
     for key in ("val_path", "test_path"):
         try:
             samples = scan_labelled(cfg[key], model.meta.class_names) if key == "val_path" else \
                 scan_unlabelled(cfg[key])[0]
         except DataError as exc:
-            problems.append((key, problem(key, cfg[key]) or f"{key} {cfg[key]}: {exc}"))
+            log.info("export parity check: %s", problem(key, cfg[key]) or f"{key} {cfg[key]}: {exc}")
             continue
         dataset = FileDataset(samples, model.meta.channels, model.meta.img_size)
         decoded = (dataset[i][0] for i in range(min(len(dataset), 4 * count)))
         images = [image for image in decoded if image is not None]
         if images:
-            return torch.from_numpy(np.stack(images[:count])).permute(0, 3, 1, 2), cfg[key]
-        problems.append((key, f"{key} {cfg[key]} has no readable images"))
-    raise path_error(problems, cfg, model.run_config or {}, "the export parity check needs images from val_path or "
-                                                             "test_path: ")
+            return torch.from_numpy(np.stack(images[:count])).permute(0, 3, 1, 2), f"images from {cfg[key]}"
+    return synthetic_images(model, count, cfg["random_seed"]), \
+        "seeded synthetic images (val_path and test_path have no readable images)"
+
+
+def synthetic_images(model: InferenceModel, count: int, seed: int) -> torch.Tensor:
+    """``count`` uint8 images of uniform noise at the model's input size and channels, the same for the same
+    seed."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (count, model.meta.channels, *model.meta.img_size)
+    return torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
 
 
 def parity(reference: Predictor, exported: Predictor, images: torch.Tensor) -> float:
@@ -114,8 +122,9 @@ def parity(reference: Predictor, exported: Predictor, images: torch.Tensor) -> f
 
 
 def export(model: InferenceModel, cfg: dict) -> Dict[str, float]:
-    """Export in ``cfg['export_format']`` next to ``save_dir``; check each file on real images; return the parity
-    figures. Raises :class:`TrainingError` when an exported model differs by more than ``PARITY_TOLERANCE``."""
+    """Export in ``cfg['export_format']`` next to ``save_dir``; check each file on real images, or synthetic ones
+    where there are none; return the parity figures. Raises :class:`TrainingError` when an exported model differs
+    by more than ``PARITY_TOLERANCE``."""
     formats = list(EXPORTERS) if cfg["export_format"] == "all" else [cfg["export_format"]]
     images, source = parity_images(cfg, model)
     os.makedirs(cfg["save_dir"], exist_ok=True)
@@ -125,8 +134,8 @@ def export(model: InferenceModel, cfg: dict) -> Dict[str, float]:
         path = write(model, files.out(cfg, files.EXPORTS[name]))
         diff = parity(model, load(path, {**cfg, "GPU_ID": "cpu", "TTA": False, "calibrate": True}), images)
         results[path] = diff
-        log.info("wrote %s; parity on %d images from %s: max |p_exported - p_checkpoint| = %.2e", path,
-                 len(images), source, diff)
+        log.info("wrote %s; parity on %d %s: max |p_exported - p_checkpoint| = %.2e", path, len(images), source,
+                 diff)
         if not diff <= PARITY_TOLERANCE:
             raise TrainingError(f"{path} differs from the checkpoint by {diff:.2e} in probability (allowed: "
                                 f"{PARITY_TOLERANCE:.0e}); the export is not faithful")
