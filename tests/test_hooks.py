@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
-from conftest import cfg_overrides, run_script, tiny_cfg
+from conftest import cfg_overrides, tiny_cfg
 
 from easycls import Hook, list_hooks, register_hook
 from easycls.cli.train import train_main
@@ -62,11 +62,11 @@ def read_events(log):
     return [json.loads(line) for line in open(log)]
 
 
-def test_a_user_hook_in_a_config_with_a_base_sees_every_event(tiny_data, tmp_path):
+def test_a_user_hook_in_a_config_with_a_base_sees_every_event(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     log = tmp_path / "events.jsonl"
     config = write_user_configs(tmp_path, tiny_data, 2, log)
-    result = run_script("train.py", "--config", config, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert train_main(["--config", config]) == 0
     events = read_events(log)
     names = [e[0] for e in events]
     assert names[0] == "before_run" and names[-1] == "after_run"
@@ -78,16 +78,16 @@ def test_a_user_hook_in_a_config_with_a_base_sees_every_event(tiny_data, tmp_pat
     assert json.load(open(tmp_path / "out" / "config.json"))["custom_hooks"] == ["EventLog"]
 
 
-def test_hook_state_is_saved_in_last_pth_and_restored_on_resume(tiny_data, tmp_path):
+def test_hook_state_is_saved_in_last_pth_and_restored_on_resume(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     log = tmp_path / "events.jsonl"
     config = write_user_configs(tmp_path, tiny_data, 2, log)
-    assert run_script("train.py", "--config", config, cwd=tmp_path).returncode == 0
+    assert train_main(["--config", config]) == 0
     state = torch.load(tmp_path / "out" / "last.pth", weights_only=True)
     assert state["hooks"]["EventLog"] == {"epochs_seen": 2}
     assert {"CheckpointHook", "EarlyStopHook", "LoggerHook", "ParamSchedulerHook"} <= set(state["hooks"])
     os.remove(log)
-    result = run_script("train.py", "--config", config, "epochs=3", "resume=True", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert train_main(["--config", config, "epochs=3", "resume=True"]) == 0
     after_val = [e for e in read_events(log) if e[0] == "after_val_epoch"]
     assert [(e[1], e[4]) for e in after_val] == [(2, 3)]  # epoch 3 only, counting on from the restored 2
 
@@ -144,13 +144,13 @@ def test_tensorboard_missing_names_the_extra(monkeypatch):
         load_config(None, ["tensorboard=True"])
 
 
-def test_the_documented_hook_example_runs(tiny_data, tmp_path):
+def test_the_documented_hook_example_runs(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     page = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "walkthroughs.md")).read()
     example = next(block for block in page.split("```python\n")[1:] if "class StopAtAccuracy" in block)
     example = example.split("```")[0].replace("StopAtAccuracy(0.995)", "StopAtAccuracy(0.0)")
     (tmp_path / "base.py").write_text("cfg = " + repr(tiny_cfg(tiny_data, tmp_path / "out")) + "\n")
     (tmp_path / "my.py").write_text(example + "\n_base_ = 'base.py'\n")
-    result = run_script("train.py", "--config", str(tmp_path / "my.py"), cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert train_main(["--config", str(tmp_path / "my.py")]) == 0
     assert len(pd.read_csv(tmp_path / "out" / "results.csv")) == 1  # the target 0.0 is reached at once
     assert torch.load(tmp_path / "out" / "last.pth", weights_only=True)["hooks"]["StopAtAccuracy"] == {"reached": 1}

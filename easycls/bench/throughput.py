@@ -30,6 +30,7 @@ from easycls.core.device import autocast, select_device
 from easycls.data.scan import scan_unlabelled
 from easycls.datasets import write_split
 from easycls.engine import builder
+from easycls.engine.hooks.base import Hook
 from easycls.evaluation.outputs import write_predictions
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,16 @@ def make_images(root: str, count: int, size: int = 28) -> str:
     return root
 
 
+class ImageCount(Hook):
+    """The images the training step actually took: a short last batch and unreadable files count as they are."""
+
+    def __init__(self):
+        self.images = 0
+
+    def after_train_iter(self, runner, batch_idx: int, batch, outputs: dict) -> None:
+        self.images += len(outputs["labels"])
+
+
 class Measure:
     """The pure and end-to-end workloads of one benchmark, each timed in short chunks."""
 
@@ -87,6 +98,8 @@ class Measure:
         self.setup_seconds = time.perf_counter() - start
         model, meta = builder.build_model(cfg)
         meta.class_names = classes
+        self.trained = ImageCount()
+        cfg = {**cfg, "custom_hooks": [*cfg["custom_hooks"], self.trained]}
         self.runner = builder.build_runner(cfg, model, meta, device=select_device(cfg))
         self.cfg = cfg
         # The pure side replays one real batch, decoded and normalised once, so that it runs on the same kind
@@ -101,7 +114,7 @@ class Measure:
     def pure_train(self) -> float:
         self.runner.model.train()
         steps = len(self.train_loader)
-        return self.args.batch * steps / timed(lambda: self.runner.stepper(self.runner._net, self.x, self.y),
+        return len(self.x) * steps / timed(lambda: self.runner.stepper(self.runner._net, self.x, self.y),
                                                self.runner.device, steps)
 
     def pure_predict(self) -> float:
@@ -113,7 +126,7 @@ class Measure:
 
         runner.eval_model.eval()
         steps = max(3, len(self.samples.paths) // self.args.batch)
-        return self.args.batch * steps / timed(infer, runner.device, steps)
+        return len(self.x) * steps / timed(infer, runner.device, steps)
 
     def e2e_train(self) -> float:
         self.epoch += 1
@@ -121,11 +134,12 @@ class Measure:
         _sync(self.runner.device)
         start = time.perf_counter()
         self.runner.epoch, self.runner.train_batches = self.epoch, len(self.train_loader)
+        self.trained.images = 0
         self.runner.call_hook("before_train_epoch")
         self.runner.onTrainStep(self.train_loader, self.epoch)
         self.runner.call_hook("after_train_epoch")
         _sync(self.runner.device)
-        return len(self.train_loader) * self.args.batch / (time.perf_counter() - start)
+        return self.trained.images / (time.perf_counter() - start)
 
     def e2e_predict(self) -> float:
         csv_path = os.path.join(self.cfg["save_dir"], "pre.csv")
@@ -149,7 +163,7 @@ def end_to_end(cfg: dict, args) -> dict:
     out["rounds_ips"] = {key: [round(v) for v in values] for key, values in rounds.items()}
     for kind in ("train", "predict"):
         out[f"{kind}_ratio"] = out[f"e2e_{kind}_ips"] / out[f"pure_{kind}_ips"]
-    out.update(setup_seconds=m.setup_seconds, train_images_per_epoch=len(m.train_loader) * args.batch,
+    out.update(setup_seconds=m.setup_seconds, train_images_per_epoch=m.trained.images,
                predict_images=len(m.samples.paths), rounds=args.rounds, device=str(m.runner.device),
                amp=str(m.runner.stepper.amp_dtype), channels_last=m.runner.preprocess.channels_last,
                cache="ram" if type(m.train_loader).__name__ == "MemoryLoader" else "stream")
