@@ -26,6 +26,7 @@ from easycls.data.images import image_size, to_array
 from easycls.data.loaders import FileDataset, PrefetchLoader, Preprocessor
 from easycls.data.scan import FailureLog, Samples
 from easycls.evaluation.metrics import compute_metrics
+from easycls.models.auto import AUTO
 from easycls.models.factory import MODEL_ALIASES
 
 log = logging.getLogger(__name__)
@@ -254,7 +255,7 @@ def report_conflicts(cfg: dict, meta: ModelMeta) -> None:
              "class_number": (len(meta.class_names), cfg["class_number"]),
              "target_img_size": (meta.img_size, list(image_size(cfg))), "channels": (meta.channels, cfg["channels"])}
     for key, (saved, value) in pairs.items():
-        if saved != value:
+        if saved != value and not (key == "model_name" and value == AUTO):  # 'auto' chose the saved model
             log.warning("config %s=%r differs from the model's %r; using the model's", key, value, saved)
 
 

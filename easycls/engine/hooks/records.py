@@ -1,7 +1,7 @@
 """Hooks that record a run for people: the console log, TensorBoard, the data preview and report.html."""
 import logging
 import math
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import pandas as pd
 import torch
@@ -19,13 +19,14 @@ log = logging.getLogger(__name__)
 
 @register_hook
 class LoggerHook(Hook):
-    """A progress bar per epoch (running loss and accuracy every ``interval`` batches); after each epoch one log
-    line, ``results.csv`` and the ``loss.png`` / ``acc.png`` curves (rank 0)."""
+    """A progress bar per epoch (running loss and accuracy every ``interval`` batches, and what ``status()``
+    returns, such as a time budget's time left); after each epoch one log line, ``results.csv`` and the
+    ``loss.png`` / ``acc.png`` curves (rank 0)."""
 
     priority = 60
 
-    def __init__(self, interval: int = 20):
-        self.interval = interval
+    def __init__(self, interval: int = 20, status: Optional[Callable[[], dict]] = None):
+        self.interval, self.status = interval, status
         self.bar = None
 
     def before_train_epoch(self, runner) -> None:
@@ -38,7 +39,7 @@ class LoggerHook(Hook):
         self.bar.update()
         if batch_idx % self.interval == 0 and not self.bar.disable:
             loss, acc = runner.running_metrics()
-            self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}")
+            self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}", **(self.status() if self.status else {}))
 
     def after_train_epoch(self, runner) -> None:
         if self.bar is not None:
