@@ -18,7 +18,7 @@ from easycls.core.distributed import DistInfo
 from easycls.core.errors import ConfigError
 from easycls.engine import budget as budget_module
 from easycls.engine import builder, probe
-from easycls.engine.budget import END_SECONDS, MARGIN, TAIL_SAFETY, DeadlineLoader, TimeBudget
+from easycls.engine.budget import EXIT_SECONDS, MARGIN, TAIL_SAFETY, WRITE_SECONDS, DeadlineLoader, TimeBudget
 from easycls.engine.hooks.base import Hook
 from easycls.engine.hooks.budget import BudgetHook
 from easycls.optim.schedulers import SHAPES, create_time_scheduler
@@ -149,8 +149,10 @@ def test_what_a_budget_cannot_do_fails_before_anything_is_read(tiny_data, tmp_pa
 def test_progress_is_the_share_of_training_time_or_of_batches_whichever_is_further():
     clock = FakeClock(10.0)
     budget = TimeBudget(100.0, started=0.0, clock=clock)
-    budget.record_tail(4.0)
-    reserve = 4.0 * TAIL_SAFETY + END_SECONDS + MARGIN * 100
+    budget.record("val", 2.5)
+    budget.record("writes", 1.5)
+    budget.record("writes", 1.0)  # the slowest measured counts
+    reserve = (2.5 + 1.5) * TAIL_SAFETY + 1.5 + EXIT_SECONDS + MARGIN * 100
     assert budget.training_end() == pytest.approx(100 - reserve)
     budget.start(done=0, total=1000)
     clock.now = 10 + (budget.training_end() - 10) / 2
@@ -212,16 +214,16 @@ def budget_run(tiny_data, tmp_path, seconds, batch, val, now=5.0, **extra):
 
 
 def test_the_deadline_cuts_the_last_epoch_with_the_rate_at_its_floor(tiny_data, tmp_path):
-    # 48 images, batch 4: 12 batches an epoch of 0.5 s, validation 1 s: 7 s an epoch against about 34 s of training
-    runner, budget, summary, frame = budget_run(tiny_data, tmp_path, 40.0, batch=0.5, val=1.0, epochs=50,
+    # 48 images, batch 4: 12 batches of 0.5 s an epoch, validation 1 s (the writes take no fake time), training
+    # from 3 s to about 20 s: the third epoch's training would end at 23 s
+    runner, budget, summary, frame = budget_run(tiny_data, tmp_path, 21.8, batch=0.5, val=1.0, now=3.0, epochs=50,
                                                 batch_size=4, budget_warmup=0.1)
-    assert 4 <= len(frame) <= 6 and summary["epochs_run"] == len(frame)
-    last_epoch_batches = (budget.done - 12 * (len(frame) - 1))
-    assert 0 < last_epoch_batches < 12  # cut mid-way by the deadline
+    assert len(frame) == 3 and summary["epochs_run"] == 3
+    assert 0 < budget.done - 24 < 12  # the third epoch was cut mid-way by the deadline
     assert budget.now() <= budget.training_end() + 1.0  # + the last validation
     assert frame["lr_end"].iloc[-1] < 0.01 * 0.01  # < 1% of the peak (0.01): annealed when the deadline came
     assert frame["lr"].iloc[0] == pytest.approx(0.01 * 0.01)  # warm-up from 1% of the rate
-    assert frame["elapsed"].is_monotonic_increasing and frame["elapsed"].iloc[-1] <= 40.0
+    assert frame["elapsed"].is_monotonic_increasing and frame["elapsed"].iloc[-1] <= 21.8
     out = tmp_path / "o"
     assert (out / "best.pth").is_file() and (out / "last.pth").is_file() and (out / "lr.png").is_file()
     last = torch.load(out / "last.pth", weights_only=True)
@@ -286,8 +288,8 @@ def test_a_budget_too_small_for_one_pass_says_the_smallest_that_fits(monkeypatch
     cfg = {**defaults(), "time_budget": "1m", "batch_size": 100}
     with pytest.raises(ConfigError) as error:
         probe.fit_to_budget(cfg, budget, [None] * 100, 1000, torch.device("cpu"))
-    # 12 s so far + a 100 s epoch + its validation (1000 / 300 img/s + 1 s) x 1.15 + 1 s at the end
-    needed = (12 + 100 + (1000 / 300 + 1) * TAIL_SAFETY + END_SECONDS) / (1 - MARGIN)
+    # 12 s so far + a 100 s epoch + its validation and writes (1000 / 300 img/s + 1 s) x 1.15 + the last writes
+    needed = (12 + 100 + (1000 / 300 + WRITE_SECONDS) * TAIL_SAFETY + WRITE_SECONDS + EXIT_SECONDS) / (1 - MARGIN)
     assert str(error.value).startswith("time_budget='1m' (60 s) is too small for one pass over the data")
     assert f"about {format_duration(needed + 0.5)}" in str(error.value) and "\n" not in str(error.value)
 

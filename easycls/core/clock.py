@@ -37,13 +37,15 @@ def format_duration(seconds: float) -> str:
 
 
 def process_start() -> float:
-    """The ``time.monotonic()`` reading at which this process started.
+    """The ``time.monotonic()`` reading at which this process started, or under torchrun its launcher (the parent
+    process), so that a budget counts the launcher's start-up too.
 
-    On Linux, from the kernel's record of the start (``/proc/self/stat``, in clock ticks since boot) against the
+    On Linux, from the kernel's record of the start (``/proc/<pid>/stat``, in clock ticks since boot) against the
     time since boot, to about 10 ms; elsewhere, when this module was first imported.
     """
+    pid = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else "self"
     try:
-        with open("/proc/self/stat") as handle:
+        with open(f"/proc/{pid}/stat") as handle:
             fields = handle.read().rsplit(")", 1)[1].split()  # the name in parentheses may hold spaces
         started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime; fields[0] is field 3
         running = time.clock_gettime(time.CLOCK_BOOTTIME) - started

@@ -18,7 +18,7 @@ from easycls.models.auto import AUTO
 from easycls.optim.schedulers import time_shape
 
 log = logging.getLogger(__name__)
-END_SECONDS = 1.0    # after the last checkpoint: lr.png, report.html, the summary and the interpreter's exit
+EXIT_SECONDS = 0.5   # the summary and the interpreter's exit (train.py freezes the garbage collector for it)
 MARGIN = 0.005       # of the budget: the noise of a shared machine
 TAIL_SAFETY = 1.15   # the last validation and writes may run slower than the slowest one measured
 VAL_SPEEDUP = 3.0    # validation images per second against training's (forward only), until measured
@@ -45,8 +45,10 @@ def check_budget_config(cfg: dict) -> None:
 class TimeBudget:
     """The deadline of a run and the times it measures on the way (``time.monotonic()`` readings throughout).
 
-    ``tail`` is the time from the end of an epoch's training to the start of the next one's (validation,
-    calibration, the after-epoch writes): estimated, then the slowest measured. Progress, in [0, 1], is the share
+    Between two epochs' training come ``val`` (validation) and ``writes`` (calibration, results.csv, the curves,
+    the checkpoints): estimated, then the slowest measured. The reserve after training holds both, ``writes``
+    again for what follows the last epoch (``lr.png``, ``report.html``: about as much writing) and the exit.
+    Progress, in [0, 1], is the share
     of the training time spent (from the first batch to :meth:`training_end`) or of the epochs' batches done,
     whichever is further, so the schedule ends with the budget or the last epoch, whichever comes first.
     """
@@ -56,7 +58,8 @@ class TimeBudget:
         self.seconds, self.started, self.deadline, self.clock = seconds, started, started + seconds, clock
         self.dist = dist or DistInfo()
         self.device = torch.device("cpu")  # where the ranks' agreement is all-reduced: the runner's device
-        self.tail, self.tail_measured, self.batch_seconds = WRITE_SECONDS, False, 0.0
+        self.val, self.writes, self.measured = 0.0, WRITE_SECONDS, set()
+        self.batch_seconds = 0.0
         self.train_start: Optional[float] = None
         self.done, self.total, self.progress_start, self.reached = 0, 1, 0.0, 0.0
         self._last_tick: Optional[float] = None
@@ -74,7 +77,7 @@ class TimeBudget:
 
     def reserve(self) -> float:
         """Seconds kept after training for the last validation, the writes and the exit."""
-        return self.tail * TAIL_SAFETY + END_SECONDS + MARGIN * self.seconds
+        return (self.val + self.writes) * TAIL_SAFETY + self.writes + EXIT_SECONDS + MARGIN * self.seconds
 
     def training_end(self) -> float:
         """When the last training batch must have finished."""
@@ -83,15 +86,15 @@ class TimeBudget:
     def training_left(self) -> float:
         return self.training_end() - self.now()
 
-    def estimate_tail(self, val_images: int, images_per_second: float) -> None:
-        """Before the first epoch: validation at ``VAL_SPEEDUP`` x the training throughput, plus the writes."""
-        if not self.tail_measured:
-            self.tail = val_images / (images_per_second * VAL_SPEEDUP) + WRITE_SECONDS
+    def estimate_validation(self, val_images: float, images_per_second: float) -> None:
+        """Before the first epoch: validation at ``VAL_SPEEDUP`` x the training throughput."""
+        if "val" not in self.measured:
+            self.val = val_images / (images_per_second * VAL_SPEEDUP)
 
-    def record_tail(self, seconds: float) -> None:
-        """A measured epoch tail: the first replaces the estimate, later ones can only raise it."""
-        self.tail = seconds if not self.tail_measured else max(self.tail, seconds)
-        self.tail_measured = True
+    def record(self, part: str, seconds: float) -> None:
+        """A measured ``'val'`` or ``'writes'``: the first replaces the estimate, later ones can only raise it."""
+        setattr(self, part, max(getattr(self, part), seconds) if part in self.measured else seconds)
+        self.measured.add(part)
 
     # ------------------------------------------------------------------ training
     def start(self, done: int, total: int, progress_start: float = 0.0) -> None:

@@ -20,7 +20,7 @@ from easycls.core.distributed import DistInfo, all_reduce_sum
 from easycls.core.errors import ConfigError
 from easycls.data.augment import build_augment
 from easycls.data.loaders import Preprocessor
-from easycls.engine.budget import END_SECONDS, MARGIN, TAIL_SAFETY, VAL_SPEEDUP, WRITE_SECONDS, TimeBudget
+from easycls.engine.budget import EXIT_SECONDS, MARGIN, TAIL_SAFETY, VAL_SPEEDUP, WRITE_SECONDS, TimeBudget
 from easycls.engine.builder import place_model
 from easycls.engine.step import GradientStep
 from easycls.models.auto import AUTO, AUTO_CANDIDATES, MIN_PASSES
@@ -106,14 +106,14 @@ def plan(probe: Probe, budget: TimeBudget, train_images: int, val_images: int) -
     """Fill in the probe's epoch time, the validation and writes estimated from it, and the passes that fit."""
     probe.epoch_seconds = train_images / probe.images_per_second
     probe.tail_seconds = val_images / (probe.images_per_second * VAL_SPEEDUP) + WRITE_SECONDS
-    left = budget.left() - probe.tail_seconds * TAIL_SAFETY - END_SECONDS - MARGIN * budget.seconds
+    left = budget.left() - probe.tail_seconds * TAIL_SAFETY - WRITE_SECONDS - EXIT_SECONDS - MARGIN * budget.seconds
     probe.passes = max(0.0, (left + probe.tail_seconds) / (probe.epoch_seconds + probe.tail_seconds))
     return probe
 
 
 def smallest_budget(probe: Probe, budget: TimeBudget) -> float:
     """The budget that fits what ran so far and one pass of ``probe``'s model with its validation and writes."""
-    need = budget.elapsed() + probe.epoch_seconds + probe.tail_seconds * TAIL_SAFETY + END_SECONDS
+    need = budget.elapsed() + probe.epoch_seconds + probe.tail_seconds * TAIL_SAFETY + WRITE_SECONDS + EXIT_SECONDS
     return need / (1 - MARGIN)
 
 
@@ -138,7 +138,7 @@ def fit_to_budget(cfg: dict, budget: TimeBudget, train_loader, val_images: int, 
     chosen = max(fitting, key=lambda p: p.parameters) if fitting else max(probes, key=lambda p: p.passes)
     if chosen.passes < 1:
         raise too_small(cfg, chosen, budget, train_images)
-    budget.estimate_tail(val_images, chosen.images_per_second)
+    budget.estimate_validation(val_images, chosen.images_per_second)
     if cfg["model_name"] == AUTO:
         _log_choice(probes, chosen, bool(fitting))
     record = {"model_name": cfg["model_name"], "chosen": chosen.model_name, "rule": RULE,

@@ -29,7 +29,6 @@ class BudgetHook(Hook):
         self.actual: List[Tuple[float, float]] = []   # (seconds since the clock started, learning rate) per batch
         self.planned: List[Tuple[float, float]] = []  # the same, as planned at the first batch
         self.epoch_starts: List[float] = []
-        self.post_val = 0.0
         self.scheduler = None
         self._train_end: Optional[float] = None
         self._val_end: Optional[float] = None
@@ -62,9 +61,8 @@ class BudgetHook(Hook):
 
     def before_train_epoch(self, runner) -> None:
         now = self.budget.now()
-        if self._train_end is not None:
-            self.budget.record_tail(now - self._train_end)
-            self.post_val = max(self.post_val, now - self._val_end)
+        if self._val_end is not None:
+            self.budget.record("writes", now - self._val_end)
         self.epoch_starts.append(now - self.budget.started)
 
     def before_train_iter(self, runner, batch_idx, batch) -> None:
@@ -80,10 +78,11 @@ class BudgetHook(Hook):
         metrics["elapsed"] = round(budget.elapsed(), 2)
         metrics["lr_end"] = self.actual[-1][1] if self.actual else metrics["lr"]
         self._val_end = budget.now()
+        budget.record("val", self._val_end - self._train_end)
         if budget.done >= budget.total:  # the last epoch: the run ends anyway
             return
         # this epoch's remaining hooks and one batch must fit, else the next epoch would be all validation
-        if budget.over(ahead=self.post_val + budget.batch_seconds) and not runner.stop_training:
+        if budget.over(ahead=budget.writes + budget.batch_seconds) and not runner.stop_training:
             runner.stop_training = True
             if runner.dist.is_main:
                 log.info("time budget: stopping after epoch %d at %.1f s; the training time ends at %.1f s",
