@@ -87,27 +87,30 @@ def _time_batches(model, step, preprocess, loader, device) -> List[Tuple[int, fl
     return timings[min(PROBE_WARMUP, len(timings) - 1):]
 
 
-def probe_models(cfg: dict, names: Sequence[str], loader, device, budget: TimeBudget) -> List[Probe]:
-    """Probe ``names`` in order; under torchrun each figure is the ranks' mean, and they stop probing together."""
+def probe_models(cfg: dict, names: Sequence[str], loader, device, budget: TimeBudget) -> Tuple[List[Probe], float]:
+    """Probe ``names`` in order; return the probes and the seconds left in the budget. Under torchrun each figure
+    is the ranks' mean, so that every rank makes the same choice, and they stop probing together."""
     probes, spent = [], 0.0
     for name in names:
         probe = probe_model(cfg, name, loader, device)
         spent += probe.probe_seconds
-        agreed = torch.tensor([probe.images_per_second, float(spent > PROBE_SHARE * budget.seconds)])
-        ips, stop = all_reduce_sum(agreed.to(budget.device), budget.dist).tolist()
-        probe.images_per_second = ips / budget.dist.world
+        agreed = torch.tensor([probe.images_per_second, float(spent > PROBE_SHARE * budget.seconds), budget.left()])
+        ips, stop, left = (value / budget.dist.world for value in
+                           all_reduce_sum(agreed.to(budget.device), budget.dist).tolist())
+        probe.images_per_second = ips
         probes.append(probe)
         if stop:
             break
-    return probes
+    return probes, left
 
 
-def plan(probe: Probe, budget: TimeBudget, train_images: int, val_images: int) -> Probe:
-    """Fill in the probe's epoch time, the validation and writes estimated from it, and the passes that fit."""
+def plan(probe: Probe, left: float, budget: float, train_images: int, val_images: float) -> Probe:
+    """Fill in the probe's epoch time, the validation and writes estimated from it, and the passes that fit in the
+    ``left`` seconds of a ``budget``."""
     probe.epoch_seconds = train_images / probe.images_per_second
     probe.tail_seconds = val_images / (probe.images_per_second * VAL_SPEEDUP) + WRITE_SECONDS
-    left = budget.left() - probe.tail_seconds * TAIL_SAFETY - WRITE_SECONDS - EXIT_SECONDS - MARGIN * budget.seconds
-    probe.passes = max(0.0, (left + probe.tail_seconds) / (probe.epoch_seconds + probe.tail_seconds))
+    training = left - probe.tail_seconds * TAIL_SAFETY - WRITE_SECONDS - EXIT_SECONDS - MARGIN * budget
+    probe.passes = max(0.0, (training + probe.tail_seconds) / (probe.epoch_seconds + probe.tail_seconds))
     return probe
 
 
@@ -126,14 +129,14 @@ def too_small(cfg: dict, probe: Probe, budget: TimeBudget, train_images: int) ->
         f"{format_duration(smallest_budget(probe, budget) + 0.5)}")
 
 
-def fit_to_budget(cfg: dict, budget: TimeBudget, train_loader, val_images: int, device) -> Tuple[dict, dict]:
+def fit_to_budget(cfg: dict, budget: TimeBudget, train_loader, val_images: float, device) -> Tuple[dict, dict]:
     """Probe, check that one pass fits (else a one-line :class:`ConfigError`), choose the model for 'auto'.
 
     Returns the config to train (its ``model_name`` chosen) and the probe's record for ``config.json``."""
     names = AUTO_CANDIDATES if cfg["model_name"] == AUTO else (cfg["model_name"],)
     train_images = len(train_loader) * cfg["batch_size"]
-    probes = [plan(p, budget, train_images, val_images) for p in probe_models(cfg, names, train_loader, device,
-                                                                                budget)]
+    probes, left = probe_models(cfg, names, train_loader, device, budget)
+    probes = [plan(p, left, budget.seconds, train_images, val_images) for p in probes]
     fitting = [p for p in probes if p.passes >= MIN_PASSES]
     chosen = max(fitting, key=lambda p: p.parameters) if fitting else max(probes, key=lambda p: p.passes)
     if chosen.passes < 1:

@@ -83,7 +83,7 @@ def train_one(cfg: dict, progress: bool = False, started: Optional[float] = None
     builder.preflight(cfg)
     resume = resume_path(cfg) if cfg["resume"] else None
     dist = init_from_env(torch.cuda.is_available() and cfg["GPU_ID"].lower() != "cpu")
-    seconds = parse_duration(cfg["time_budget"])
+    seconds = 0.0 if cfg["lr_find"] else parse_duration(cfg["time_budget"])  # the range test trains no model
     budget = TimeBudget(seconds, time.monotonic() if started is None else started, dist) if seconds else None
     with RunLog(dist.is_main) as run_log:
         seed_all(cfg["random_seed"])
