@@ -165,10 +165,13 @@ def test_progress_is_the_share_of_training_time_or_of_batches_whichever_is_furth
 
 
 def test_a_resumed_run_continues_the_schedule_over_its_new_budget():
+    before = TimeBudget(50.0, started=0.0, clock=FakeClock(0.0))
+    before.reached = 0.6
+    saved = BudgetHook(before).state_dict()  # in last.pth
     clock = FakeClock(0.0)
     budget = TimeBudget(50.0, started=0.0, clock=clock)
     budget.start(done=0, total=10 ** 6)
-    budget.progress_start = budget.reached = 0.6  # what BudgetHook.load_state_dict restores
+    BudgetHook(budget).load_state_dict(saved)
     assert budget.progress() == pytest.approx(0.6)
     clock.now = budget.training_end() / 2
     assert budget.progress() == pytest.approx(0.8)
