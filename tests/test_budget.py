@@ -126,6 +126,16 @@ def test_warm_up_is_a_share_of_the_run():
     assert create_time_scheduler("onecycle", sgd(), warmup=0.2).warmup == 0.0  # it has its own ramp
 
 
+def test_a_checkpoint_resumes_only_with_its_kind_of_schedule():
+    from easycls.core.errors import CheckpointError
+    from easycls.optim.schedulers import create_scheduler
+    by_time, by_epoch = create_time_scheduler("cosine", sgd()), create_scheduler("cosine", sgd(), epochs=5)
+    with pytest.raises(CheckpointError, match="trained without a time_budget; resume it without one"):
+        by_time.load_state_dict(by_epoch.state_dict())
+    with pytest.raises(CheckpointError, match="trained with a time_budget; resume it with one"):
+        by_epoch.load_state_dict(by_time.state_dict())
+
+
 def test_a_scheduler_planned_in_epochs_is_refused_with_a_budget(tiny_data, tmp_path):
     cfg = make_config(tiny_cfg(tiny_data, tmp_path / "o", time_budget="1m", scheduler="step-4-0.8"))
     with pytest.raises(ConfigError, match=r"'step-4-0.8' is planned in epochs; with time_budget use one of "

@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional
 import torch
 from torch.optim import lr_scheduler as sched
 
-from easycls.core.errors import ConfigError
+from easycls.core.errors import CheckpointError, ConfigError
 from easycls.core.specs import Arg, Registry, int_list
 
 SCHEDULERS = Registry("scheduler")
@@ -99,8 +99,15 @@ class EpochScheduler:
         return {"epoch": self.epoch, "base_lrs": self.base_lrs, "main": self.main.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        _check_kind(state, "main", "was trained with a time_budget; resume it with one")
         self.epoch, self.base_lrs = state["epoch"], state["base_lrs"]
         self.main.load_state_dict(state["main"])
+
+
+def _check_kind(state: dict, key: str, advice: str) -> None:
+    """A one-line error when a checkpoint's scheduler state is of the other kind (per epoch / over time)."""
+    if key not in state:
+        raise CheckpointError(f"cannot resume: the checkpoint {advice}, or start a new run (resume=False)")
 
 
 def _one_cycle(p: float, pct_start: float) -> float:
@@ -166,6 +173,7 @@ class TimeScheduler:
         return {"progress": self.progress, "base_lrs": self.base_lrs}
 
     def load_state_dict(self, state: dict) -> None:
+        _check_kind(state, "progress", "was trained without a time_budget; resume it without one")
         self.base_lrs = state["base_lrs"]
         self.set_progress(state["progress"])
 
