@@ -1,6 +1,7 @@
 """time_budget: durations, the clock, the LR schedule over time, the stop rule, the probe, 'auto', the outputs."""
 import json
 import math
+import pathlib
 import subprocess
 import sys
 import time
@@ -256,6 +257,48 @@ def test_the_run_stops_between_epochs_when_the_next_would_train_no_batch(tiny_da
     runner, budget, summary, frame = budget_run(tiny_data, tmp_path, 14.0, batch=2.0, val=3.0, now=1.0, epochs=9,
                                                 batch_size=16)
     assert len(frame) == 1 and runner.stop_training
+
+
+def _rank(rank: int, port: int, data: str, out: str) -> None:
+    """One of two gloo ranks of a budget run on fake clocks; rank 1's batches take longer, so it is late first.
+    The ranks agree every 2 batches (6 a rank an epoch): rank 1 alone would cut its fourth epoch after 2."""
+    import os
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    budget_module.SYNC_EVERY = 2
+    dist = DistInfo(rank, 2)
+    cfg = {**defaults(), **tiny_cfg(pathlib.Path(data), out, scheduler="cosine", time_budget=14, epochs=50,
+                                    batch_size=4)}
+    clock = FakeClock(3.0)
+    budget = TimeBudget(14.0, started=0.0, dist=dist, clock=clock)
+    train_loader, val_loader, classes = builder.build_train_loaders(cfg, dist)
+    model, meta = builder.build_model(cfg)
+    meta.class_names = classes
+    runner = builder.build_runner(cfg, model, meta, dist, torch.device("cpu"), budget=budget,
+                                  hooks=builder.build_hooks(cfg, budget) + [Tick(clock, 0.2 + 0.1 * rank, 1.0)])
+    runner.train(DeadlineLoader(train_loader, budget), val_loader)
+    pathlib.Path(out, f"rank{rank}.json").write_text(json.dumps({"done": budget.done, "epochs": len(runner.history),
+                                                                 "clock": clock.now}))
+    torch.distributed.destroy_process_group()
+
+
+def test_two_ranks_on_different_clocks_stop_at_the_same_batch(tiny_data, tmp_path):
+    import multiprocessing
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = multiprocessing.get_context("spawn")
+    ranks = [context.Process(target=_rank, args=(r, port, str(tiny_data), str(tmp_path / "o"))) for r in (0, 1)]
+    for process in ranks:
+        process.start()
+    for process in ranks:
+        process.join(timeout=600)
+    assert [p.exitcode for p in ranks] == [0, 0]  # no rank left waiting in a collective the other skipped
+    seen = [json.loads((tmp_path / "o" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert seen[0]["done"] == seen[1]["done"] == 20 and seen[0]["epochs"] == seen[1]["epochs"] == 4
+    assert seen[1]["clock"] <= 14.0  # the late rank's own deadline held
+    assert len(pd.read_csv(tmp_path / "o" / "results.csv")) == seen[0]["epochs"]
 
 
 def test_the_progress_bar_shows_the_time_left():

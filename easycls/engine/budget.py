@@ -120,6 +120,11 @@ class TimeBudget:
         self.done += 1
         return progress
 
+    def look_ahead(self) -> float:
+        """How far ahead the deadline is checked: one batch, or under torchrun the ``SYNC_EVERY`` batches until the
+        ranks next agree."""
+        return self.batch_seconds * (SYNC_EVERY if self.dist.enabled else 1)
+
     def pause(self) -> None:
         """The epoch's training ended: the next batch's time is not measured from here."""
         self._last_tick = None
@@ -161,7 +166,7 @@ class DeadlineLoader:
     def __iter__(self):
         every = SYNC_EVERY if self.budget.dist.enabled else 1
         for step, batch in enumerate(self.loader):
-            if step % every == 0 and self.budget.over(ahead=every * self.budget.batch_seconds):
+            if step % every == 0 and self.budget.over(ahead=self.budget.look_ahead()):
                 self.cut = step
                 return
             yield batch

@@ -81,8 +81,8 @@ class BudgetHook(Hook):
         budget.record("val", self._val_end - self._train_end)
         if budget.done >= budget.total:  # the last epoch: the run ends anyway
             return
-        # this epoch's remaining hooks and one batch must fit, else the next epoch would be all validation
-        if budget.over(ahead=budget.writes + budget.batch_seconds) and not runner.stop_training:
+        # this epoch's remaining hooks and the next epoch's first batches must fit, else it would be all validation
+        if budget.over(ahead=budget.writes + budget.look_ahead()) and not runner.stop_training:
             runner.stop_training = True
             if runner.dist.is_main:
                 log.info("time budget: stopping after epoch %d at %.1f s; the training time ends at %.1f s",
