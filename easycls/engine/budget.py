@@ -48,9 +48,9 @@ class TimeBudget:
     Between two epochs' training come ``val`` (validation) and ``writes`` (calibration, results.csv, the curves,
     the checkpoints): estimated, then the slowest measured. The reserve after training holds both, ``writes``
     again for what follows the last epoch (``lr.png``, ``report.html``: about as much writing) and the exit.
-    Progress, in [0, 1], is the share
-    of the training time spent (from the first batch to :meth:`training_end`) or of the epochs' batches done,
-    whichever is further, so the schedule ends with the budget or the last epoch, whichever comes first.
+    Progress, in [0, 1], is the share of the training time spent (from the first batch to :meth:`training_end`)
+    or of the epochs' batches done, whichever is further, so the schedule ends with the budget or the last epoch,
+    whichever comes first. A resumed run's progress starts at ``progress_start``, where the earlier one stopped.
     """
 
     def __init__(self, seconds: float, started: float, dist: Optional[DistInfo] = None,
@@ -83,9 +83,6 @@ class TimeBudget:
         """When the last training batch must have finished."""
         return self.deadline - self.reserve()
 
-    def training_left(self) -> float:
-        return self.training_end() - self.now()
-
     def estimate_validation(self, val_images: float, images_per_second: float) -> None:
         """Before the first epoch: validation at ``VAL_SPEEDUP`` x the training throughput."""
         if "val" not in self.measured:
@@ -97,10 +94,9 @@ class TimeBudget:
         self.measured.add(part)
 
     # ------------------------------------------------------------------ training
-    def start(self, done: int, total: int, progress_start: float = 0.0) -> None:
-        """The first batch: ``done`` of ``total`` batches behind (a resume), at schedule progress ``progress_start``."""
+    def start(self, done: int, total: int) -> None:
+        """The first batch, with ``done`` of the epochs' ``total`` batches behind it (a resume)."""
         self.train_start, self.done, self.total = self.now(), done, max(1, total)
-        self.progress_start = self.reached = progress_start
 
     def progress(self) -> float:
         """The share of the run done, in [0, 1]; it never goes back."""
@@ -147,7 +143,7 @@ class DeadlineLoader:
 
     def __init__(self, loader, budget: TimeBudget):
         self.loader, self.budget = loader, budget
-        self.cut: Optional[int] = None  # the batch the last epoch ended at, when the deadline ended it
+        self.epoch, self.cut = 0, None  # cut: the batch the deadline ended the last epoch at
 
     @property
     def samples(self):
@@ -158,6 +154,7 @@ class DeadlineLoader:
         return self.loader.dataset
 
     def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
         self.loader.set_epoch(epoch)
 
     def __len__(self) -> int:
@@ -168,5 +165,8 @@ class DeadlineLoader:
         for step, batch in enumerate(self.loader):
             if step % every == 0 and self.budget.over(ahead=self.budget.look_ahead()):
                 self.cut = step
+                if self.budget.dist.is_main:
+                    log.info("time budget: epoch %d ends after %d of %d batches, %.1f s after the start: the "
+                             "training time is over", self.epoch + 1, step, len(self), self.budget.elapsed())
                 return
             yield batch
