@@ -6,7 +6,8 @@ strings. Later commands continue a run with its resolved config: `python predict
 """
 cfg = dict(
     # --- global
-    model_name="resnet10t",  # timm name, 'tv:<torchvision name>', or an alias such as 'mobilenetv3'
+    model_name="resnet10t",  # timm name, 'tv:<torchvision name>', or an alias such as 'mobilenetv3';
+                             # 'auto' (with time_budget): the largest candidate that fits the budget (docs/budget.md)
     GPU_ID="0",                  # CUDA device index as a string; 'cpu' forces the CPU
     class_number=None,           # None = the number of class folders in train_path; a number is checked against it
     class_names=[],              # [] = every sub-folder of train_path, sorted; or a list fixing names and order
@@ -55,10 +56,13 @@ cfg = dict(
     # --- training
     learning_rate=0.002,
     batch_size=64,
-    epochs=30,
+    epochs=30,                   # with time_budget: the most epochs
+    time_budget=0,               # 0 = off; or the whole run's wall time: 600, '90s', '10m', '1.5h' (docs/budget.md)
+    budget_warmup=0.05,          # with time_budget: the share of the training time spent warming the LR up
     optimizer="AdamW",           # Adam, AdamW, SGD, AdaBelief, Ranger, ... or any timm optimizer name
     weight_decay=0.01,           # not applied to biases and norm layers
-    scheduler="cosine",          # default-0.1-3, step-4-0.8, SGDR-5-2, multi-30,60-0.1, cosine, constant
+    scheduler="cosine",          # default-0.1-3, step-4-0.8, SGDR-5-2, multi-30,60-0.1, cosine, linear, onecycle-0.3,
+                                 # constant; with time_budget: cosine, linear, onecycle or constant, over time
     warmup_epoch=0,              # linear learning-rate warm-up epochs
     loss="CE",                   # CE, Focalloss-2, BCE
     label_smooth=0.0,            # label smoothing in [0, 1)

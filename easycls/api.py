@@ -13,6 +13,7 @@ one-line message. The library prints nothing and configures no logging; it logs 
 writes each run's log file under ``save_dir``.
 """
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Union
 
@@ -53,16 +54,20 @@ def _result(summary: dict, save_dir: str) -> TrainResult:
                        {k: v for k, v in summary.get("files", {}).items() if os.path.exists(v)})
 
 
-def train(config: Config = None, *, progress: bool = False, **overrides) -> TrainResult:
+def train(config: Config = None, *, progress: bool = False, started: Optional[float] = None,
+          **overrides) -> TrainResult:
     """Train and validate a classifier as ``config`` and ``overrides`` say; returns a :class:`TrainResult`.
 
     ``progress=True`` shows the per-epoch progress bar (on stderr). ``lr_find=True`` runs the learning-rate range
     test instead and returns a result whose ``best`` is the suggested learning rate (None if the loss never fell).
+    A ``time_budget`` counts from ``started``, a ``time.monotonic()`` reading: by default this call; the command
+    line passes its process's start.
     """
+    started = time.monotonic() if started is None else started
     from easycls.engine import training  # timm and the training parts: evaluate and predict do without them
     cfg = make_config(config, overrides)
     try:
-        summary = training.train(cfg, progress)
+        summary = training.train(cfg, progress, started)
     finally:
         shutdown()
     if "lr_find" in summary:

@@ -3,6 +3,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Dict
 
+from easycls.core.clock import DURATION_HELP, parse_duration
 from easycls.core.errors import SpecError
 from easycls.engine.tracking import MONITORS
 
@@ -69,6 +70,14 @@ def _spec(kind):
     return check
 
 
+def _duration(v):
+    try:
+        parse_duration(v)
+    except ValueError:
+        return False
+    return True
+
+
 def _hooks(v):
     from easycls.engine.hooks import check_custom_hooks  # late import: start-up time (torch, the hook modules)
     if not isinstance(v, (list, tuple)):
@@ -80,7 +89,8 @@ BOOL = "True or False"
 
 SCHEMA: Dict[str, Key] = {
     # global
-    "model_name": Key("resnet10t", _is(str), "a timm model name, 'tv:<torchvision name>' or an alias"),
+    "model_name": Key("resnet10t", _is(str), "a timm model name, 'tv:<torchvision name>', an alias, or 'auto' "
+                                            "(with time_budget: the largest candidate that fits the budget)"),
     "GPU_ID": Key("0", _gpu_id, "a CUDA device index such as '0' (or 0), or 'cpu'"),
     "class_number": Key(None, lambda v: v is None or _int_ge(2)(v),
                         "None (the number of class folders in train_path, or of labels in label_path) or an integer "
@@ -136,6 +146,11 @@ SCHEMA: Dict[str, Key] = {
     "learning_rate": Key(0.002, lambda v: _num(v) and v > 0, "a number > 0"),
     "batch_size": Key(64, _int_ge(1), "an integer >= 1"),
     "epochs": Key(30, _int_ge(1), "an integer >= 1"),
+    "time_budget": Key(0, _duration, DURATION_HELP + ": the whole train.py process, the LR schedule planned "
+                                     "to end with it"),
+    "budget_warmup": Key(0.05, _float_in(0, 0.5, high_open=False),
+                         "a float in [0, 0.5]: with time_budget, the share of the training time spent warming up "
+                         "the learning rate (instead of warmup_epoch)"),
     "optimizer": Key("AdamW", _spec("optimizer"), "an optimizer spec"),
     "weight_decay": Key(0.01, lambda v: _num(v) and v >= 0, "a number >= 0"),
     "scheduler": Key("cosine", _spec("scheduler"), "a scheduler spec"),

@@ -9,6 +9,7 @@ INTERRUPTED = "interrupted.pth"
 RESULTS = "results.csv"
 LOSS_PLOT = "loss.png"
 ACC_PLOT = "acc.png"
+LR_PLOT = "lr.png"
 CONFIG_JSON = "config.json"
 DATA_JSON = "data.json"
 SPLIT = "split.csv"
@@ -23,7 +24,7 @@ LR_FIND_CSV = "lr_find.csv"
 LR_FIND_PLOT = "lr_find.png"
 LOGS = {"train": "train.log", "evaluate": "evaluate.log", "predict": "predict.log", "export": "export.log",
         "kfold": "kfold.log"}
-TRAIN_OUTPUTS = (BEST, BEST_SAFETENSORS, LAST, RESULTS, LOSS_PLOT, ACC_PLOT, REPORT)
+TRAIN_OUTPUTS = (BEST, BEST_SAFETENSORS, LAST, RESULTS, LOSS_PLOT, ACC_PLOT, LR_PLOT, REPORT)
 
 
 def epoch_snapshot(epoch: int) -> str:

@@ -21,8 +21,10 @@ from easycls.data.images import image_size
 from easycls.data.labels import read_label_csv, sample_weights
 from easycls.data.loaders import EpochSampler, FileDataset, MemoryLoader, Preprocessor, StreamLoader, decode_all
 from easycls.data.scan import Samples, scan_labelled
+from easycls.engine.budget import TimeBudget, check_budget_config
 from easycls.engine.distill import load_teacher
 from easycls.engine.hooks.base import Hook, build_hook
+from easycls.engine.hooks.budget import BudgetHook
 from easycls.engine.hooks.records import DataPreviewHook, LoggerHook, ReportHook, TensorBoardHook
 from easycls.engine.hooks.training import (
     CalibrationHook,
@@ -35,19 +37,21 @@ from easycls.engine.hooks.training import (
 from easycls.engine.kfold import fold_parts
 from easycls.engine.runner import ModelRunner
 from easycls.engine.tracking import MONITORS
+from easycls.models.auto import AUTO
 from easycls.models.factory import TV_PREFIX, create_model, load_pretrained, model_norm, resolve_name
 from easycls.models.hub import create_hub_model, is_hub_pretrained
 from easycls.optim.losses import create_loss
 from easycls.optim.optimizers import create_optimizer
-from easycls.optim.schedulers import create_scheduler
+from easycls.optim.schedulers import create_scheduler, create_time_scheduler
 
 log = logging.getLogger(__name__)
 
 
 def preflight(cfg: dict) -> None:
     """Checks that need no data, made before anything is scanned or written: the model name, the pretrained
-    file and GPU_ID."""
-    name = resolve_name(cfg["model_name"])
+    file, GPU_ID and what a time budget allows."""
+    check_budget_config(cfg)
+    name = cfg["model_name"] if cfg["model_name"] == AUTO else resolve_name(cfg["model_name"])
     pretrained = cfg["pretrained"]
     if isinstance(pretrained, str) and pretrained and not is_hub_pretrained(pretrained):
         if not os.path.isfile(pretrained):
@@ -207,9 +211,12 @@ def place_model(model: nn.Module, cfg: dict, device: torch.device, dist: DistInf
     return model.to(device, memory_format=torch.channels_last if cfg["channels_last"] else torch.preserve_format)
 
 
-def build_hooks(cfg: dict) -> List[Hook]:
-    """The built-in hooks a config asks for, followed by its ``custom_hooks``."""
-    hooks = [ParamSchedulerHook(), EarlyStopHook(cfg["monitor"], cfg["early_stop_patience"]), LoggerHook(),
+def build_hooks(cfg: dict, budget: Optional[TimeBudget] = None) -> List[Hook]:
+    """The built-in hooks a config asks for, followed by its ``custom_hooks``; with a time ``budget`` its
+    :class:`BudgetHook` sets the learning rate instead of the per-epoch ParamSchedulerHook."""
+    schedule = BudgetHook(budget) if budget is not None else ParamSchedulerHook()
+    hooks = [schedule, EarlyStopHook(cfg["monitor"], cfg["early_stop_patience"]),
+             LoggerHook(status=schedule.status if budget is not None else None),
              CheckpointHook(cfg["monitor"], cfg["save_best_only"], cfg["save_one_only"])]
     if cfg["freeze_nonlinear_epoch"]:
         hooks.append(FreezeHook(cfg["freeze_nonlinear_epoch"]))
@@ -251,20 +258,24 @@ def build_mixup(cfg: dict, classes: int):
 
 def build_runner(cfg: dict, model: nn.Module, meta: ModelMeta, dist: Optional[DistInfo] = None,
                  device: Optional[torch.device] = None, loss_fn: Optional[nn.Module] = None,
-                 hooks: Optional[Sequence[Hook]] = None, train_labels: Optional[Sequence[int]] = None) -> ModelRunner:
+                 hooks: Optional[Sequence[Hook]] = None, train_labels: Optional[Sequence[int]] = None,
+                 budget: Optional[TimeBudget] = None) -> ModelRunner:
     """The runner with every training part the config names; ``loss_fn`` and ``hooks`` replace the config's.
-    ``train_labels`` feed ``class_weight='balanced'``."""
+    ``train_labels`` feed ``class_weight='balanced'``; a time ``budget`` plans the learning rate over time."""
     dist = dist or DistInfo()
     device = device or select_device(cfg, dist)
     model = place_model(model, cfg, device, dist)
     optimizer = create_optimizer(cfg["optimizer"], model, cfg["learning_rate"], cfg["weight_decay"])
-    scheduler = create_scheduler(cfg["scheduler"], optimizer, cfg["epochs"], cfg["warmup_epoch"],
-                                 MONITORS[cfg["monitor"]])
+    if budget is not None:
+        scheduler = create_time_scheduler(cfg["scheduler"], optimizer, cfg["budget_warmup"])
+    else:
+        scheduler = create_scheduler(cfg["scheduler"], optimizer, cfg["epochs"], cfg["warmup_epoch"],
+                                     MONITORS[cfg["monitor"]])
     mix = build_mixup(cfg, len(meta.class_names))
     smoothing = 0.0 if mix else cfg["label_smooth"]  # mixing folds the smoothing into its soft targets
     loss_fn = loss_fn or create_loss(cfg["loss"], smoothing, class_weights(cfg, train_labels))
     preprocess = Preprocessor(meta.mean, meta.std, meta.channels, device, cfg["channels_last"],
                               build_augment(cfg["augment"], cfg["hflip"]), build_erasing(cfg["random_erasing"], device))
     return ModelRunner(model, meta, cfg, device, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn.to(device),
-                       preprocess=preprocess, hooks=build_hooks(cfg) if hooks is None else hooks, dist=dist, mix=mix,
-                       distiller=load_teacher(cfg, meta, device) if cfg["use_distill"] else None)
+                       preprocess=preprocess, hooks=build_hooks(cfg, budget) if hooks is None else hooks, dist=dist,
+                       mix=mix, distiller=load_teacher(cfg, meta, device) if cfg["use_distill"] else None)

@@ -88,7 +88,7 @@ class CheckpointSaver:
     def remove_stale(self) -> None:
         """Delete what a previous run left in ``save_dir`` that would pass for this run's: epoch and best snapshots,
         and the evaluation and heatmaps of the old model, which ``report.html`` would show as the new one's."""
-        for pattern in ("epoch_*.pth", "best_e*.pth", files.INTERRUPTED):
+        for pattern in ("epoch_*.pth", "best_e*.pth", files.INTERRUPTED, files.LR_PLOT):
             for path in glob.glob(self.path(pattern)):
                 os.remove(path)
         for name in (files.EVAL_DIR, files.HEATMAPS_DIR):

@@ -5,12 +5,16 @@ This is what :func:`easycls.train` and ``python train.py`` run. It logs (to the 
 """
 import logging
 import os
+import time
+from typing import Optional
 
 import pandas as pd
 import torch
 
 from easycls.core import files
-from easycls.core.checkpoints import atomic_write, save_json
+from easycls.core.checkpoints import atomic_write, load_checkpoint, save_json
+from easycls.core.clock import parse_duration
+from easycls.core.device import select_device
 from easycls.core.distributed import init_from_env
 from easycls.core.errors import ConfigError, DataError
 from easycls.core.files import plain
@@ -19,23 +23,28 @@ from easycls.data.audit import run_audit
 from easycls.data.checks import missing_classes, warn_dropped_colour, with_class_number
 from easycls.data.scan import class_folders, image_ids, loader_labels
 from easycls.engine import builder, kfold
+from easycls.engine.budget import DeadlineLoader, TimeBudget
+from easycls.engine.probe import fit_to_budget
 from easycls.engine.rng import seed_all
 from easycls.engine.tracking import CheckpointSaver
+from easycls.models.auto import AUTO
 
 log = logging.getLogger(__name__)
 BUILTIN_DIGITS = "data/digits"
 
 
-def train(cfg: dict, progress: bool = False) -> dict:
-    """Train as ``cfg`` says: k-fold cross-validation when ``val_path`` is '' (class folders), else one run."""
+def train(cfg: dict, progress: bool = False, started: Optional[float] = None) -> dict:
+    """Train as ``cfg`` says: k-fold cross-validation when ``val_path`` is '' (class folders), else one run.
+    A ``time_budget`` counts from ``started``, a ``time.monotonic()`` reading (default: now)."""
+    started = time.monotonic() if started is None else started
     if int(os.environ.get("RANK", "0")) == 0:
         warn_dropped_colour(cfg)
     if not cfg["val_path"] and cfg["label_type"] == "DIR":
-        return train_folds(cfg, progress)
-    return train_one(cfg, progress)
+        return train_folds(cfg, progress, started)
+    return train_one(cfg, progress, started)
 
 
-def train_folds(cfg: dict, progress: bool = False) -> dict:
+def train_folds(cfg: dict, progress: bool = False, started: Optional[float] = None) -> dict:
     """val_path='': folds start_fold..k_fold-1 (only fold val_fold when it is set), each into save_dir/fold{i},
     then the out-of-fold predictions of every fold that has a best.pth and the suspect-label ranking."""
     builder.preflight(cfg)
@@ -47,7 +56,7 @@ def train_folds(cfg: dict, progress: bool = False) -> dict:
     results = []
     for fold in chosen:
         log.info("fold %d of folds %d..%d -> %s", fold, chosen[0], chosen[-1], kfold.fold_dir(cfg, fold))
-        results.append(train_one(kfold.fold_config(cfg, fold), progress))
+        results.append(train_one(kfold.fold_config(cfg, fold), progress, started))
     summary = {"folds": results, "cv": None}
     if main:
         with RunLog() as run_log:
@@ -71,26 +80,21 @@ def resume_path(cfg: dict) -> str:
     return path
 
 
-def train_one(cfg: dict, progress: bool = False) -> dict:
-    """One training run (one fold when val_path is ''); returns the runner's summary. ``class_number=None``
-    becomes the number of classes in the data (config.json and the checkpoints record that number)."""
+def train_one(cfg: dict, progress: bool = False, started: Optional[float] = None) -> dict:
+    """One training run (one fold when val_path is ''); returns the runner's summary. A ``time_budget`` counts
+    from ``started``, a ``time.monotonic()`` reading (default: now). ``class_number=None`` becomes the number of
+    classes in the data (config.json and the checkpoints record that number)."""
     builder.preflight(cfg)
     resume = resume_path(cfg) if cfg["resume"] else None
     dist = init_from_env(torch.cuda.is_available() and cfg["GPU_ID"].lower() != "cpu")
+    seconds = 0.0 if cfg["lr_find"] else parse_duration(cfg["time_budget"])  # the range test trains no model
+    budget = TimeBudget(seconds, time.monotonic() if started is None else started, dist) if seconds else None
     with RunLog(dist.is_main) as run_log:
-        if dist.is_main:
-            ensure_builtin_data(cfg)
-        if dist.enabled:
-            torch.distributed.barrier()
-        cfg = with_class_number(cfg)  # lists the class folders: cheap, and before a model is built
-        seed_all(cfg["random_seed"], dist.rank)
-        model, meta = builder.build_model(cfg)  # before scanning the images: a missing download fails at once
+        cfg, runner, train_loader, val_loader, probed = _build(cfg, dist, budget, resume, progress)
+        runner.progress = progress
         if cfg["audit"] and dist.is_main:
             run_log.start(cfg["save_dir"], files.LOGS["train"])
             _audit(cfg)
-        train_loader, val_loader, meta.class_names = builder.build_train_loaders(cfg, dist, progress)
-        runner = builder.build_runner(cfg, model, meta, dist, train_labels=loader_labels(train_loader))
-        runner.progress = progress
         if cfg["lr_find"]:
             return _lr_find(runner, train_loader, cfg, dist, run_log)
         if resume:
@@ -102,17 +106,44 @@ def train_one(cfg: dict, progress: bool = False) -> dict:
                 return done
         if dist.is_main:
             run_log.start(cfg["save_dir"], files.LOGS["train"])
-            _prepare_outputs(cfg, meta.class_names, train_loader, val_loader, fresh=not resume)
-        _log_plan(cfg, runner, meta, dist)
-        return runner.train(train_loader, val_loader)
+            _prepare_outputs(cfg, runner.meta.class_names, train_loader, val_loader, not resume, probed)
+        _log_plan(cfg, runner, runner.meta, dist)
+        return runner.train(train_loader if budget is None else DeadlineLoader(train_loader, budget), val_loader)
 
 
-def _prepare_outputs(cfg: dict, classes, train_loader, val_loader, fresh: bool) -> None:
+def _build(cfg: dict, dist, budget: Optional[TimeBudget], resume: Optional[str], progress: bool):
+    """The loaders and the runner; with a time budget, the probe first (it may choose the model, or stop a budget
+    too small for one pass before any file is written). Returns the config as trained and the probe's record."""
+    model = meta = probed = None
+    if dist.is_main:
+        ensure_builtin_data(cfg)
+    if dist.enabled:
+        torch.distributed.barrier()
+    cfg = with_class_number(cfg)  # lists the class folders: cheap, and before a model is built
+    seed_all(cfg["random_seed"], dist.rank)
+    if cfg["model_name"] != AUTO:
+        model, meta = builder.build_model(cfg)  # before scanning the images: a missing download fails at once
+    train_loader, val_loader, classes = builder.build_train_loaders(cfg, dist, progress)
+    device = select_device(cfg, dist)
+    if budget is not None:
+        budget.device = device
+        if resume and cfg["model_name"] == AUTO:  # the resumed run's model, not a new choice
+            cfg = {**cfg, "model_name": load_checkpoint(resume)["meta"]["model_name"]}
+        cfg, probed = fit_to_budget(cfg, budget, train_loader, len(loader_labels(val_loader)) / dist.world, device)
+    if model is None:
+        model, meta = builder.build_model(cfg)
+    meta.class_names = classes
+    runner = builder.build_runner(cfg, model, meta, dist, device, train_labels=loader_labels(train_loader),
+                                  budget=budget)
+    return cfg, runner, train_loader, val_loader, probed
+
+
+def _prepare_outputs(cfg: dict, classes, train_loader, val_loader, fresh: bool, probed: Optional[dict]) -> None:
     if fresh:
         CheckpointSaver(cfg["save_dir"]).remove_stale()
     if cfg["cfg_verbose"]:
         log.info("config:\n%s", "\n".join(f"  {k} = {v!r}" for k, v in cfg.items()))
-    save_json(plain(cfg), files.out(cfg, files.CONFIG_JSON))
+    save_json({**plain(cfg), **({"model_probe": probed} if probed else {})}, files.out(cfg, files.CONFIG_JSON))
     _save_data_summary(cfg, classes, train_loader, val_loader)
     if cfg["label_type"] == "CSV":
         _save_split(cfg, classes, train_loader, val_loader)

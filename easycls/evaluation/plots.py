@@ -4,7 +4,7 @@ Figures are made with matplotlib's object-oriented API on an Agg canvas, never t
 state, nothing to close, and the Agg backend is imported here at start-up. Loaded lazily at the first savefig, a
 Ctrl-C arriving during that import came out as "ImportError: initialization failed" instead of an interrupt.
 """
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -28,6 +28,30 @@ def plot_curves(history: List[dict], path: str, keys: Sequence[str], ylabel: str
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_lr_time(actual: Sequence[Tuple[float, float]], planned: Sequence[Tuple[float, float]],
+                 epoch_starts: Sequence[float], budget: float, training_end: float, path: str) -> None:
+    """A time budget's learning rate against seconds since its clock started: as planned when training began and
+    as applied batch by batch, with the epochs' starts, the planned end of training and the deadline."""
+    fig = _figure((7, 4))
+    ax = fig.subplots()
+    for start in epoch_starts:
+        ax.axvline(start, color="0.85", linewidth=0.8)
+    if planned:
+        ax.plot(*zip(*planned), color="tab:blue", linestyle="--", label="planned")
+    if actual:
+        ax.plot(*zip(*actual), color="tab:orange", linewidth=1.2, label="actual (per batch)")
+    ax.axvline(training_end, color="tab:green", linestyle=":", label=f"training end {training_end:.0f} s")
+    ax.axvline(budget, color="tab:red", label=f"budget {budget:.0f} s")
+    ax.set_xlim(0, budget * 1.02)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("seconds since the start (grey: epoch starts)")
+    ax.set_ylabel("learning rate")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

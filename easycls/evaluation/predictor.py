@@ -32,6 +32,7 @@ from easycls.evaluation.exported import (
     require_extra,
 )
 from easycls.models.aliases import MODEL_ALIASES
+from easycls.models.auto import AUTO
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,8 @@ def report_conflicts(cfg: dict, meta: ModelMeta, given: AbstractSet[str]) -> Non
              "class_number": (len(meta.class_names), cfg["class_number"]),
              "target_img_size": (meta.img_size, list(image_size(cfg))), "channels": (meta.channels, cfg["channels"])}
     differ = [f"{key}={value!r} differs from the model's {saved!r}" for key, (saved, value) in pairs.items()
-              if key in given and value is not None and saved != value]
+              if key in given and value is not None and saved != value
+              and not (key == "model_name" and value == AUTO)]  # 'auto' chose the saved model
     if differ:
         log.warning("config %s; using the model's", "; ".join(differ))
 

@@ -71,8 +71,13 @@ def _summary(save_dir: str, cfg: dict) -> List[str]:
         pick = frame[best].idxmin() if best == "val_loss" else frame[best].idxmax()
         out.append(f"<p>{len(frame)} epochs in {frame['seconds'].sum():.0f} s of training; best epoch "
                    f"{int(frame.loc[pick, 'epoch'])}: {best} {frame.loc[pick, best]:.4f}.</p>")
+        if "elapsed" in frame:
+            out.append(f"<p>Time budget {html.escape(str(cfg.get('time_budget')))}: the last epoch ended "
+                       f"{frame['elapsed'].iloc[-1]:.1f} s after the start, at a learning rate of "
+                       f"{frame['lr_end'].iloc[-1]:.3g} (planned and actual learning rate below).</p>")
         out.append('<div class="pics">' + _img(os.path.join(save_dir, files.LOSS_PLOT), "loss curves")
-                   + _img(os.path.join(save_dir, files.ACC_PLOT), "accuracy curves") + "</div>")
+                   + _img(os.path.join(save_dir, files.ACC_PLOT), "accuracy curves")
+                   + _img(os.path.join(save_dir, files.LR_PLOT), "learning rate against time") + "</div>")
         out.append("<details><summary>every epoch</summary>" + _table(frame) + "</details>")
     return out
 

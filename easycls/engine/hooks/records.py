@@ -2,7 +2,7 @@
 import logging
 import math
 import time
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import pandas as pd
 import torch
@@ -20,15 +20,16 @@ log = logging.getLogger(__name__)
 
 @register_hook
 class LoggerHook(Hook):
-    """A progress bar per epoch with the running loss and accuracy, refreshed every batch when an epoch has at most
-    ``every_batch_up_to`` batches, else every ``seconds`` (reading them waits for the device, which per batch
-    would slow a fast GPU); after each epoch one log line, ``results.csv`` and the ``loss.png`` / ``acc.png``
-    curves (rank 0)."""
+    """A progress bar per epoch with the running loss and accuracy (and what ``status()`` returns, such as a time
+    budget's time left), refreshed every batch when an epoch has at most ``every_batch_up_to`` batches, else every
+    ``seconds`` (reading them waits for the device, which per batch would slow a fast GPU); after each epoch one log
+    line, ``results.csv`` and the ``loss.png`` / ``acc.png`` curves (rank 0)."""
 
     priority = 60
 
-    def __init__(self, seconds: float = 1.0, every_batch_up_to: int = 50):
-        self.seconds, self.every_batch_up_to = seconds, every_batch_up_to
+    def __init__(self, seconds: float = 1.0, every_batch_up_to: int = 50,
+                 status: Optional[Callable[[], dict]] = None):
+        self.seconds, self.every_batch_up_to, self.status = seconds, every_batch_up_to, status
         self.bar, self.shown = None, float("-inf")
 
     def before_train_epoch(self, runner) -> None:
@@ -45,7 +46,7 @@ class LoggerHook(Hook):
             or batch_idx == runner.train_batches - 1
         if due and not self.bar.disable:
             loss, acc = runner.running_metrics()
-            self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}")
+            self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}", **(self.status() if self.status else {}))
             self.shown = now
 
     def after_train_epoch(self, runner) -> None:
