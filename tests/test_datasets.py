@@ -23,8 +23,8 @@ def test_digits_writes_every_image_once(tmp_path):
 
 
 def test_digits_command_writes_the_split_a_first_training_run_writes(tmp_path, monkeypatch):
-    from easycls.engine.training import ensure_builtin_data
     from easycls.config.schema import defaults
+    from easycls.engine.training import ensure_builtin_data
     assert main(["digits", str(tmp_path / "command")]) == 0
     monkeypatch.chdir(tmp_path)
     ensure_builtin_data(defaults())  # what `python train.py` does first with the default config
