@@ -42,6 +42,20 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
+def all_gather_rows(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Every rank's rows of ``tensor`` (ranks may hold different counts), concatenated in rank order."""
+    if not info.enabled:
+        return tensor
+    counts = torch.zeros(info.world, dtype=torch.long, device=tensor.device)
+    counts[info.rank] = len(tensor)
+    dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+    padded = tensor.new_zeros((int(counts.max()), *tensor.shape[1:]))
+    padded[:len(tensor)] = tensor
+    parts = [torch.empty_like(padded) for _ in range(info.world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:int(n)] for part, n in zip(parts, counts)])
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
