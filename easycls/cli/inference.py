@@ -14,8 +14,9 @@ def evaluate(config, overrides: dict) -> int:
     out = os.path.join(save_dir, files.EVAL_DIR)
     print(f"evaluated {metrics['path']}")
     print(format_report(metrics))
-    print(f"wrote {out}/metrics.json, per_class.csv, confusion_matrix.csv, confusion_matrix.png, reliability.png "
-          f"and errors.csv")
+    written = "pr_curves.png" if metrics.get("multi_label") else \
+        "confusion_matrix.csv, confusion_matrix.png, reliability.png"
+    print(f"wrote {out}/metrics.json, per_class.csv, {written} and errors.csv")
     print(f"updated {os.path.join(save_dir, files.REPORT)}")
     return 0
 

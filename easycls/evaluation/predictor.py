@@ -25,7 +25,8 @@ from easycls.core.errors import CheckpointError, ConfigError, TrainingError
 from easycls.data.images import image_size, to_array
 from easycls.data.loaders import FileDataset, PrefetchLoader, Preprocessor
 from easycls.data.scan import FailureLog, Samples
-from easycls.evaluation.metrics import compute_metrics
+from easycls.evaluation.multilabel import thresholds_for
+from easycls.evaluation.targets import target_kind
 from easycls.models.factory import MODEL_ALIASES
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,15 @@ class Predictor(ABC):
     device: torch.device
     tta: bool = False
     temperature: float = 1.0  # the one applied to the probabilities (calibration)
+    thresholds: Optional[np.ndarray] = None  # multi-label: a class is predicted when its probability reaches these
+
+    @property
+    def kind(self):
+        """What the outputs mean: :class:`~easycls.evaluation.targets.SingleLabel` or ``MultiLabel``."""
+        return target_kind(self.meta.multi_label)
 
     def probs(self, images: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities, averaged with the mirror image's when TTA is on."""
+        """Class probabilities (``kind.activation``), averaged with the mirror image's when TTA is on."""
         probs = self._probs(images)
         if self.tta:
             probs = (probs + self._probs(images.flip(3))) / 2
@@ -86,7 +93,7 @@ class Predictor(ABC):
         if not labels:
             raise TrainingError("no readable images to evaluate")
         y, p = np.concatenate(labels), np.concatenate(probs)
-        metrics = compute_metrics(y, p, self.meta.class_names)
+        metrics = self.kind.metrics(y, p, self.meta.class_names, self.thresholds)
         metrics["unreadable"] = len(failures)
         return {"metrics": metrics, "labels": y, "probs": p, "index": np.concatenate(index), "failures": failures}
 
@@ -95,9 +102,10 @@ class InferenceModel(Predictor):
     """A network in eval mode with its preprocessing, autocast and optional flip TTA."""
 
     def __init__(self, model: nn.Module, meta: ModelMeta, preprocess: Preprocessor,
-                 amp_dtype: Optional[torch.dtype] = None, tta: bool = False, temperature: float = 1.0):
+                 amp_dtype: Optional[torch.dtype] = None, tta: bool = False, temperature: float = 1.0,
+                 thresholds: Optional[np.ndarray] = None):
         self.model, self.meta, self.preprocess = model.eval(), meta, preprocess
-        self.amp_dtype, self.tta, self.temperature = amp_dtype, tta, temperature
+        self.amp_dtype, self.tta, self.temperature, self.thresholds = amp_dtype, tta, temperature, thresholds
         self.device = preprocess.device
 
     @classmethod
@@ -112,7 +120,8 @@ class InferenceModel(Predictor):
         model = model.to(device, memory_format=torch.channels_last if cfg["channels_last"] else torch.preserve_format)
         preprocess = Preprocessor(meta.mean, meta.std, meta.channels, device, cfg["channels_last"])
         temperature = meta.temperature if cfg["calibrate"] else 1.0
-        return cls(model, meta, preprocess, resolve_amp(cfg["amp"], device), cfg["TTA"], temperature)
+        return cls(model, meta, preprocess, resolve_amp(cfg["amp"], device), cfg["TTA"], temperature,
+                   applied_thresholds(meta, cfg, temperature))
 
     @torch.inference_mode()
     def logits(self, images: torch.Tensor, flip: bool = False) -> torch.Tensor:
@@ -124,7 +133,7 @@ class InferenceModel(Predictor):
             return self.model(x).float()
 
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
-        return F.softmax(self.logits(images) / self.temperature, dim=1)
+        return self.kind.activation(self.logits(images) / self.temperature)
 
 
 class OnnxModel(Predictor):
@@ -140,6 +149,7 @@ class OnnxModel(Predictor):
         self.input = self.session.get_inputs()[0].name
         self.device, self.tta = torch.device("cuda" if want_cuda else "cpu"), cfg["TTA"]
         self.temperature = _baked_temperature(self.meta, cfg, path)
+        self.thresholds = applied_thresholds(self.meta, cfg, self.temperature)
 
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
         x = images.numpy().astype(np.float32) / 255.0
@@ -157,6 +167,7 @@ class TorchScriptModel(Predictor):
             self.module = torch.jit.load(path, map_location=self.device, _extra_files=extra).eval()
         self.meta, self.tta = _exported_meta(extra[META_KEY], path), cfg["TTA"]
         self.temperature = _baked_temperature(self.meta, cfg, path)
+        self.thresholds = applied_thresholds(self.meta, cfg, self.temperature)
 
     @torch.inference_mode()
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
@@ -175,17 +186,18 @@ class Ensemble(Predictor):
     converted per member."""
 
     def __init__(self, members: List[Predictor], paths: List[str]):
-        names = [m.meta.class_names for m in members]
+        names = [(m.meta.class_names, m.meta.multi_label) for m in members]
         if any(n != names[0] for n in names):
             odd = next(p for p, n in zip(paths, names) if n != names[0])
-            raise ConfigError(f"cannot ensemble: {odd} has classes {names[paths.index(odd)]} but {paths[0]} has "
-                              f"{names[0]}")
+            raise ConfigError(f"cannot ensemble: {odd} has (classes, multi_label) {names[paths.index(odd)]} but "
+                              f"{paths[0]} has {names[0]}")
         self.members, first = members, members[0].meta
         size = max((m.meta.img_size for m in members), key=lambda hw: hw[0] * hw[1])
         channels = max(m.meta.channels for m in members)
         self.meta = ModelMeta("ensemble of " + ", ".join(m.meta.model_name for m in members), first.class_names,
-                              list(size), channels, first.mean, first.std)
+                              list(size), channels, first.mean, first.std, multi_label=first.multi_label)
         self.device = members[0].device
+        self.thresholds = np.mean([m.thresholds for m in members], axis=0) if first.multi_label else None
 
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
         return torch.stack([m.probs(adapt_images(images, m.meta)).cpu().float() for m in self.members]).mean(0)
@@ -204,6 +216,14 @@ def adapt_images(images: torch.Tensor, meta: ModelMeta) -> torch.Tensor:
     if list(x.shape[2:]) != list(meta.img_size):
         x = F.interpolate(x, size=tuple(meta.img_size), mode="bilinear", antialias=True, align_corners=False)
     return x.round().clamp(0, 255).to(torch.uint8) if images.dtype == torch.uint8 else x
+
+
+def applied_thresholds(meta: ModelMeta, cfg: dict, temperature: float) -> Optional[np.ndarray]:
+    """Multi-label: the config's ``threshold`` when it is a number, else the saved per-class thresholds moved to
+    probabilities made at ``temperature``; None for single-label models."""
+    if not meta.multi_label:
+        return None
+    return thresholds_for(meta.thresholds, len(meta.class_names), cfg["threshold"], meta.temperature / temperature)
 
 
 def _baked_temperature(meta: ModelMeta, cfg: dict, path: str) -> float:
