@@ -18,9 +18,10 @@ from easycls.core.distributed import DistInfo
 from easycls.core.errors import ConfigError, DataError
 from easycls.data.augment import build_augment, build_erasing
 from easycls.data.images import image_size
-from easycls.data.labels import read_label_csv, sample_weights
 from easycls.data.loaders import EpochSampler, FileDataset, MemoryLoader, Preprocessor, StreamLoader, decode_all
+from easycls.data.multilabel import positive_weights, read_labels, sampling_weights, strata
 from easycls.data.scan import Samples, scan_labelled
+from easycls.engine import kfold
 from easycls.engine.distill import load_teacher
 from easycls.engine.hooks.base import Hook, build_hook
 from easycls.engine.hooks.records import DataPreviewHook, LoggerHook, ReportHook, TensorBoardHook
@@ -31,9 +32,11 @@ from easycls.engine.hooks.training import (
     EMAHook,
     FreezeHook,
     ParamSchedulerHook,
+    ThresholdHook,
 )
 from easycls.engine.runner import ModelRunner
-from easycls.engine.tracking import MONITORS
+from easycls.engine.tracking import MONITORS, resolve_monitor
+from easycls.evaluation.targets import target_kind
 from easycls.models.factory import (
     TV_PREFIX,
     create_model,
@@ -43,7 +46,7 @@ from easycls.models.factory import (
     model_norm,
     resolve_name,
 )
-from easycls.optim.losses import create_loss
+from easycls.optim.losses import LOSSES, create_loss
 from easycls.optim.optimizers import create_optimizer
 from easycls.optim.schedulers import create_scheduler
 
@@ -85,24 +88,32 @@ def _checked(samples: Samples, cfg: dict, what: str) -> Samples:
         raise DataError(f"class_number is {cfg['class_number']} but {cfg['train_path']} has "
                         f"{len(samples.classes)} {what}: {samples.classes}")
     if cfg["sample_weights"]:
-        samples.weights = sample_weights(samples, cfg["sample_weights"], cfg["train_path"])
+        samples.weights = sampling_weights(samples, cfg["sample_weights"], cfg["train_path"])
     return samples
 
 
 def csv_split(cfg: dict) -> Tuple[Samples, Samples]:
-    """label_type='CSV': labels from ``label_path``; val from its split column, else ``val_path`` (class folders),
-    else a seeded stratified ``val_fraction`` of it; ``save_dir/split.csv`` from an earlier run wins on resume."""
+    """label_type='CSV': labels from ``label_path`` (single- or multi-label); val from its split column, else
+    ``val_path`` (class folders, single-label), else a seeded ``val_fraction`` of it stratified on the labels (the
+    rarest label of each image for multi-label), or fold ``val_fold`` of ``k_flod`` with ``val_fraction=0``;
+    ``save_dir/split.csv`` from an earlier run wins on resume."""
     saved = files.out(cfg, files.SPLIT)
     source = saved if cfg["resume"] and os.path.isfile(saved) else cfg["label_path"]
-    samples, split = read_label_csv(source, cfg["train_path"], cfg["class_names"] or None)
+    samples, split = read_labels(source, cfg["train_path"], cfg["class_names"] or None, cfg["multi_label"])
     samples = _checked(samples, cfg, "labels in " + source)
     if split is None and cfg["val_path"]:
+        if samples.multi_label:
+            raise ConfigError("val_path holds class folders, one label per image; for multi-label data give the val "
+                              "rows in label_path (a split column) or set val_path='' (a val_fraction share)")
         return samples, scan_labelled(cfg["val_path"], samples.classes)
-    if split is None:
+    if split is None and cfg["val_fraction"] == 0:
+        split = np.where(kfold.fold_ids(samples, cfg["k_flod"], cfg["random_seed"]) == cfg["val_fold"], "val", "train")
+    elif split is None:
         from sklearn.model_selection import train_test_split
         train_idx, val_idx = train_test_split(np.arange(len(samples.paths)), test_size=cfg["val_fraction"],
-                                              random_state=cfg["random_seed"], stratify=samples.labels)
-        split = ["val" if i in set(val_idx) else "train" for i in range(len(samples.paths))]
+                                              random_state=cfg["random_seed"], stratify=strata(samples))
+        split = np.full(len(samples.paths), "train", dtype=object)
+        split[val_idx] = "val"
     pick = lambda name: [i for i, s in enumerate(split) if s == name]  # noqa: E731
     return samples.subset(pick("train")), samples.subset(pick("val"))
 
@@ -193,8 +204,8 @@ def place_model(model: nn.Module, cfg: dict, device: torch.device, dist: DistInf
     return model.to(device, memory_format=torch.channels_last if cfg["channels_last"] else torch.preserve_format)
 
 
-def build_hooks(cfg: dict) -> List[Hook]:
-    """The built-in hooks a config asks for, followed by its ``custom_hooks``."""
+def build_hooks(cfg: dict, multi_label: bool = False) -> List[Hook]:
+    """The built-in hooks a config asks for (and a multi-label model needs), followed by its ``custom_hooks``."""
     hooks = [ParamSchedulerHook(), EarlyStopHook(cfg["monitor"], cfg["early_stop_patient"]), LoggerHook(),
              CheckpointHook(cfg["monitor"], cfg["save_best_only"], cfg["save_one_only"])]
     if cfg["freeze_nonlinear_epoch"]:
@@ -205,10 +216,27 @@ def build_hooks(cfg: dict) -> List[Hook]:
         hooks.append(TensorBoardHook())
     if cfg["calibrate"]:
         hooks.append(CalibrationHook())
+    if multi_label:
+        hooks.append(ThresholdHook())
     if cfg["show_data"]:
         hooks.append(DataPreviewHook())
     hooks.append(ReportHook())
     return hooks + [build_hook(item) for item in cfg["custom_hooks"]]
+
+
+def build_loss(cfg: dict, multi_label: bool, smoothing: float, train_labels: Optional[Sequence]) -> nn.Module:
+    """The ``loss`` spec (multi-label: 'CE', the default, means BCE); ``class_weight='balanced'`` weighs classes by
+    scikit-learn's n / (classes x count), or for a multi-label model each class's positives by its negatives /
+    positives (``pos_weight``)."""
+    spec = cfg["loss"]
+    if multi_label and LOSSES.parse(spec)[0].name == "CE":
+        log.info("loss='CE' is a softmax over the classes; multi-label data trains with BCE, a sigmoid per class")
+        spec = "BCE"
+    if not (multi_label and cfg["class_weight"] == "balanced"):
+        return create_loss(spec, smoothing, class_weights(cfg, train_labels), multi_label)
+    if train_labels is None:
+        raise ConfigError("class_weight='balanced' needs the training labels (build_runner(train_labels=...))")
+    return create_loss(spec, smoothing, None, True, positive_weights(train_labels))
 
 
 def class_weights(cfg: dict, train_labels: Optional[Sequence[int]]) -> Optional[List[float]]:
@@ -224,33 +252,40 @@ def class_weights(cfg: dict, train_labels: Optional[Sequence[int]]) -> Optional[
     return [float(weights.get(c, 0.0)) for c in classes]
 
 
-def build_mixup(cfg: dict, classes: int):
-    """timm's Mixup for ``mixup`` / ``cutmix`` (True: timm's usual alphas 0.8 and 1.0), or None when both are off."""
+def build_mixup(cfg: dict, classes: int, multi_label: bool = False):
+    """timm's Mixup for ``mixup`` / ``cutmix`` (True: timm's usual alphas 0.8 and 1.0), or None when both are off;
+    for multi-label it mixes the 0/1 targets of the pair."""
     alpha = {"mixup": 0.8, "cutmix": 1.0}
     mixup, cutmix = (alpha[k] if cfg[k] is True else float(cfg[k] or 0.0) for k in ("mixup", "cutmix"))
     if not (mixup or cutmix):
         return None
     from timm.data import Mixup
     return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=cfg["mixup_prob"], switch_prob=cfg["mixup_switch_prob"],
-                 label_smoothing=cfg["label_smooth"], num_classes=classes)
+                 label_smoothing=cfg["label_smooth"], num_classes=classes, multi_label=multi_label)
 
 
 def build_runner(cfg: dict, model: nn.Module, meta: ModelMeta, dist: Optional[DistInfo] = None,
                  device: Optional[torch.device] = None, loss_fn: Optional[nn.Module] = None,
                  hooks: Optional[Sequence[Hook]] = None, train_labels: Optional[Sequence[int]] = None) -> ModelRunner:
-    """The runner with every training part the config names; ``loss_fn`` and ``hooks`` replace the config's.
-    ``train_labels`` feed ``class_weight='balanced'``."""
+    """The runner with every training part the config names, for the target kind of ``meta`` (single- or
+    multi-label); ``loss_fn`` and ``hooks`` replace the config's. ``train_labels`` (class indices, or 0/1 rows for
+    a multi-label model) feed ``class_weight='balanced'``."""
+    cfg, multi = resolve_monitor(cfg, meta.multi_label), meta.multi_label
+    if multi and cfg["use_distill"]:
+        raise ConfigError("use_distill=1 distils a softmax over the classes; it is not available for multi-label "
+                          "data")
     dist = dist or DistInfo()
     device = device or select_device(cfg, dist)
     model = place_model(model, cfg, device, dist)
     optimizer = create_optimizer(cfg["optimizer"], model, cfg["learning_rate"], cfg["weight_decay"])
     scheduler = create_scheduler(cfg["scheduler"], optimizer, cfg["epochs"], cfg["warmup_epoch"],
                                  MONITORS[cfg["monitor"]])
-    mix = build_mixup(cfg, len(meta.class_names))
+    mix = build_mixup(cfg, len(meta.class_names), multi)
     smoothing = 0.0 if mix else cfg["label_smooth"]  # mixing folds the smoothing into its soft targets
-    loss_fn = loss_fn or create_loss(cfg["loss"], smoothing, class_weights(cfg, train_labels))
+    loss_fn = loss_fn or build_loss(cfg, multi, smoothing, train_labels)
     preprocess = Preprocessor(meta.mean, meta.std, meta.channels, device, cfg["channels_last"],
                               build_augment(cfg["augment"], cfg["hflip"]), build_erasing(cfg["random_erasing"], device))
     return ModelRunner(model, meta, cfg, device, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn.to(device),
-                       preprocess=preprocess, hooks=build_hooks(cfg) if hooks is None else hooks, dist=dist, mix=mix,
-                       distiller=load_teacher(cfg, meta) if cfg["use_distill"] else None)
+                       preprocess=preprocess, hooks=build_hooks(cfg, multi) if hooks is None else hooks, dist=dist,
+                       mix=mix, distiller=load_teacher(cfg, meta) if cfg["use_distill"] else None,
+                       kind=target_kind(multi, None if isinstance(cfg["threshold"], str) else cfg["threshold"]))

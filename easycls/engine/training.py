@@ -16,18 +16,20 @@ from easycls.core.errors import ConfigError, DataError
 from easycls.core.files import plain
 from easycls.core.runlog import RunLog
 from easycls.data.audit import run_audit
+from easycls.data.multilabel import class_counts, joined
 from easycls.data.scan import class_folders, image_ids, loader_labels
 from easycls.engine import builder, kfold
 from easycls.engine.runner import seed_all
-from easycls.engine.tracking import CheckpointSaver
+from easycls.engine.tracking import CheckpointSaver, resolve_monitor
 
 log = logging.getLogger(__name__)
 BUILTIN_DIGITS = "data/digits"
 
 
 def train(cfg: dict, progress: bool = False) -> dict:
-    """Train as ``cfg`` says: k-fold cross-validation when ``val_path`` is '' (class folders), else one run."""
-    if not cfg["val_path"] and cfg["label_type"] == "DIR":
+    """Train as ``cfg`` says: k-fold cross-validation when ``val_path`` is '' (class folders; a labels CSV with
+    ``val_fraction=0``), else one run."""
+    if not cfg["val_path"] and (cfg["label_type"] == "DIR" or cfg["val_fraction"] == 0):
         return train_folds(cfg, progress)
     return train_one(cfg, progress)
 
@@ -84,7 +86,10 @@ def train_one(cfg: dict, progress: bool = False) -> dict:
             run_log.start(cfg["save_dir"], files.LOGS["train"])
             _audit(cfg)
         train_loader, val_loader, meta.class_names = builder.build_train_loaders(cfg, dist)
-        runner = builder.build_runner(cfg, model, meta, dist, train_labels=loader_labels(train_loader))
+        meta.multi_label = train_loader.samples.multi_label
+        cfg = resolve_monitor(cfg, meta.multi_label)
+        labels = train_loader.samples.labels if meta.multi_label else loader_labels(train_loader)
+        runner = builder.build_runner(cfg, model, meta, dist, train_labels=labels)
         runner.progress = progress
         if cfg["lr_find"]:
             return _lr_find(runner, train_loader, cfg, dist, run_log)
@@ -156,21 +161,21 @@ def audit_splits(cfg: dict) -> dict:
 
 def _save_data_summary(cfg: dict, classes, train_loader, val_loader) -> None:
     """``data.json``: images per class in train and val (per rank under torchrun: this rank's share)."""
-    counts = {split: {name: 0 for name in classes} for split in ("train", "val")}
-    for split, loader in (("train", train_loader), ("val", val_loader)):
-        for label in loader_labels(loader):
-            counts[split][classes[label]] += 1
+    counts = {split: dict(zip(classes, class_counts(loader.samples)))
+              for split, loader in (("train", train_loader), ("val", val_loader))}
     save_json({"class_counts": counts}, files.out(cfg, files.DATA_JSON))
 
 
 def _save_split(cfg: dict, classes, train_loader, val_loader) -> None:
-    """``split.csv`` (image_id,label,split) of a labels-CSV run: resume and evaluate reuse it."""
-    rows = []
+    """``split.csv`` (image_id,label,split; multi-label: image_id,labels,split with '|' between names) of a
+    labels-CSV run: resume and evaluate reuse it."""
+    rows, multi = [], train_loader.samples.multi_label
     for split, loader in (("train", train_loader), ("val", val_loader)):
         samples = loader.samples
-        rows += [(i, classes[label], split) for i, label in zip(image_ids(samples.paths, cfg["train_path"]),
-                                                                samples.labels)]
-    frame = pd.DataFrame(rows, columns=["image_id", "label", "split"])
+        name = (lambda label: joined(label, classes)) if multi else classes.__getitem__
+        rows += [(i, name(label), split) for i, label in zip(image_ids(samples.paths, cfg["train_path"]),
+                                                             samples.labels)]
+    frame = pd.DataFrame(rows, columns=["image_id", "labels" if multi else "label", "split"])
     atomic_write(files.out(cfg, files.SPLIT), lambda tmp: frame.to_csv(tmp, index=False))
 
 

@@ -1,7 +1,7 @@
 """Hooks that record a run for people: the console log, TensorBoard, the data preview and report.html."""
 import logging
 import math
-from typing import List, Optional
+from typing import Optional
 
 import pandas as pd
 import torch
@@ -117,7 +117,8 @@ class DataPreviewHook(Hook):
         x = outputs["inputs"][: self.count].detach().float().cpu() * std + mean
         images = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         path = files.out(runner.cfg, files.DATA_PREVIEW)
-        plot_preview(images, [_title(t, meta.class_names) for t in outputs["targets"][: self.count].cpu()], path)
+        titles = [runner.kind.describe(t, meta.class_names) for t in outputs["targets"][: self.count].cpu()]
+        plot_preview(images, titles, path)
         log.info("wrote %s", path)
         self.done = True
 
@@ -126,16 +127,6 @@ class DataPreviewHook(Hook):
 
     def load_state_dict(self, state: dict) -> None:
         self.done = state["done"]
-
-
-def _title(target: torch.Tensor, classes: List[str]) -> str:
-    """A class name, or the two largest shares of a soft (mixed) target."""
-    if not target.is_floating_point():
-        return classes[int(target)]
-    share, index = target.topk(2)
-    if share[1] < 0.05:  # smoothing only: one class
-        return classes[int(index[0])]
-    return "\n".join(f"{classes[int(i)]} {float(p):.2f}" for p, i in zip(share, index))
 
 
 @register_hook
