@@ -53,7 +53,7 @@ class LoggerHook(Hook):
         frame = pd.DataFrame(runner.history)
         atomic_write(files.out(runner.cfg, files.RESULTS), lambda tmp: frame.to_csv(tmp, index=False))
         plot_curves(runner.history, files.out(runner.cfg, files.LOSS_PLOT), ["train_loss", "val_loss"], "loss")
-        acc_keys = ["train_acc", "val_acc"] + (["val_f1"] if "val_f1" in frame else [])
+        acc_keys = ["train_acc", "val_acc"] + [k for k in ("val_f1", "val_mAP") if k in frame]
         plot_curves(runner.history, files.out(runner.cfg, files.ACC_PLOT), acc_keys, "accuracy")
 
 
