@@ -80,6 +80,8 @@ def test_a_bad_row_stops_training_in_one_line(images, tmp_path, capsys):
 def test_class_folders_stay_single_label():
     with pytest.raises(ConfigError, match="multi_label=True needs label_type='CSV'"):
         load_config(None, ["multi_label=True"])
+    with pytest.raises(ConfigError, match="monitor='val_mAP' scores multi-label models"):
+        load_config(None, ["monitor=val_mAP"])
 
 
 def multi(rows, classes=("a", "b", "c")):
