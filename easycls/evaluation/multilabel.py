@@ -152,13 +152,13 @@ def plot_pr_curves(targets: np.ndarray, probs: np.ndarray, class_names: List[str
         if not targets[:, k].any():
             continue
         precision, recall, cuts = precision_recall_curve(targets[:, k], probs[:, k])
-        line, = ax.plot(recall, precision, linewidth=1, alpha=0.8,
+        line, = ax.plot(recall, precision, drawstyle="steps-post", linewidth=1, alpha=0.8,
                         label=f"{name} (AP {average_precision_score(targets[:, k], probs[:, k]):.3f})")
         if thresholds is not None and len(cuts):
             at = min(int(np.searchsorted(cuts, thresholds[k])), len(cuts) - 1)
             ax.plot(recall[at], precision[at], "o", color=line.get_color(), markersize=4)
     precision, recall, _ = precision_recall_curve(targets.ravel(), probs.ravel())
-    ax.plot(recall, precision, color="black", linewidth=2, label="micro-average")
+    ax.plot(recall, precision, drawstyle="steps-post", color="black", linewidth=2, label="micro-average")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1.01)
