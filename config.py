@@ -40,9 +40,12 @@ cfg = dict(
     cache="auto",                # 'auto': decode once into RAM when it fits cache_mb; 'ram'; 'none' (stream)
     cache_mb=4096,               # RAM budget for decoded images, in MB
     label_type="DIR",            # 'DIR' = labels from the class folders; 'CSV' = from label_path
-    label_path="",               # CSV of image_id,label[,split] (ids relative to train_path) for label_type='CSV'
+    label_path="",               # CSV of image_id,label[,split] (ids relative to train_path) for label_type='CSV';
+                                 # multi-label: image_id,labels[,split] ('cat|outdoor') or image_id,<0/1 per class>
+    multi_label=None,            # None = as label_path's form says; True = several labels per image (docs/multilabel.md)
     val_fraction=0.1,            # val_path '': the share held out as val from a labels CSV without a split column,
-                                 # or from each k-fold fold's training images (it chooses best.pth, not the fold)
+                                 # or from each k-fold fold's training images (it chooses best.pth, not the fold);
+                                 # 0 with a labels CSV = k_fold-fold cross-validation over the CSV instead
     audit=False,                 # check the dataset (counts, unreadable files, duplicates) before training
 
     # --- model
@@ -64,7 +67,7 @@ cfg = dict(
     scheduler="cosine",          # default-0.1-3, step-4-0.8, SGDR-5-2, multi-30,60-0.1, cosine, linear, onecycle-0.3,
                                  # constant; with time_budget: cosine, linear, onecycle or constant, over time
     warmup_epoch=0,              # linear learning-rate warm-up epochs
-    loss="CE",                   # CE, Focalloss-2, BCE
+    loss="CE",                   # CE, Focalloss-2, BCE, ASL-4-0-0.05; multi-label data: CE means BCE
     label_smooth=0.0,            # label smoothing in [0, 1)
     use_distill=0,               # 1 = distil from teacher_path (a checkpoint of this toolkit, same classes)
     teacher_path="",
@@ -78,7 +81,8 @@ cfg = dict(
     ema_decay=0.9998,            # EMA decay, reached after a warm-up (short runs average over fewer steps)
     early_stop_patience=7,       # stop after this many epochs without improvement; 0 = never
                                  # (the old spelling early_stop_patient works too)
-    monitor="val_acc",           # metric for best.pth and early stopping: val_acc, val_f1 or val_loss
+    monitor="auto",              # metric for best.pth and early stopping: val_acc, val_f1, val_loss, val_mAP;
+                                 # 'auto' = val_mAP for multi-label data, else val_acc
     metrics=["acc"],             # add 'F1' to log macro F1 every epoch
     amp="auto",                  # 'auto' (bf16 on GPUs that have it, else fp16; off on CPU), 'fp16', 'bf16', 'off'
     channels_last=True,          # NHWC memory layout: 2-4x faster for MobileNetV3 on CPU, neutral for ResNet
@@ -100,7 +104,9 @@ cfg = dict(
     show_heatmap=False,          # Grad-CAM overlays in save_dir/heatmaps (pip install -e ".[gradcam]")
     heatmap_max=32,              # how many: misclassified images (evaluate) or first images (predict)
     heatmap_layer="",            # '' = the last convolutional stage with a map >= 4x4; or a module name
+    heatmap_class="",            # '' = the predicted class (multi-label: the surest mistake's); or a class name
     calibrate=True,              # fit a temperature on val after each epoch; evaluate/predict/export apply it
+    threshold="tuned",           # multi-label: 'tuned' = per-class thresholds tuned on val; or one number such as 0.5
     reject_threshold=0.0,        # 0 = off; else pre.csv marks rows with a lower top probability 'rejected'
     save_probs=False,            # add one probability column per class to pre.csv
     cm_normalize=False,          # row-normalise the confusion-matrix picture

@@ -88,7 +88,8 @@ def _fold_numbers(cfg: dict) -> List[int]:
 def evaluate(config: Config = None, *, progress: bool = False, **overrides) -> dict:
     """Score ``model_path`` (default ``save_dir/best.pth``) on ``eval_path`` (default ``test_path``); writes
     ``save_dir/eval/`` and returns the metrics of its ``metrics.json`` (accuracy, macro and per-class precision,
-    recall and F1, the confusion matrix, calibration, and the model file, TTA and calibration used).
+    recall and F1, the confusion matrix, calibration, and the model file, TTA and calibration used; for a
+    multi-label model mAP, per-class AP, samples-F1, micro and macro F1, exact match and Hamming loss).
     ``progress=True`` shows a progress bar (on stderr)."""
     cfg, given = _config_and_given(config, overrides)
     return tasks.evaluate(cfg, progress, given)
@@ -98,8 +99,10 @@ def predict(config: Config = None, *, output: Union[str, os.PathLike, None] = No
             **overrides) -> pd.DataFrame:
     """Label every image under ``test_path`` (a folder, searched recursively, or one image file); returns the rows
     of ``pre.csv`` as a DataFrame (one per image: ``image_id``, ``label``, ``class_name``, ``confidence``,
-    ``status`` and, with ``save_probs=True``, one probability column per class). ``output`` also writes them to
-    that CSV file; ``progress=True`` shows a progress bar (on stderr)."""
+    ``status`` and, with ``save_probs=True``, one probability column per class; for a multi-label model
+    ``image_id``, ``labels`` (the names whose probability reaches their threshold, joined by '|'), ``status`` and
+    one probability column per class). ``output`` also writes them to that CSV file; ``progress=True`` shows a
+    progress bar (on stderr)."""
     cfg, given = _config_and_given(config, overrides)
     return tasks.predict(cfg, os.fspath(output) if output else None, progress, given)
 
@@ -115,8 +118,9 @@ def load_model(path: Union[str, os.PathLike, List[str]], device: Union[str, int,
                **overrides) -> Predictor:
     """A trained model for your own code: a checkpoint (``.pth``), an exported ``.onnx`` or TorchScript ``.pt``,
     or a list of them (an ensemble). ``device`` is 'cpu', 'cuda', 'cuda:1' or an index (default: the first GPU
-    when there is one). Its ``predict(images)`` takes paths, PIL images or numpy arrays and returns probabilities;
-    overrides such as ``TTA=True`` or ``calibrate=False`` apply as in evaluate and predict."""
+    when there is one). Its ``predict(images)`` takes paths, PIL images or numpy arrays and returns probabilities
+    (a multi-label model's ``thresholds`` say which pass); overrides such as ``TTA=True``, ``calibrate=False`` or
+    ``threshold=0.5`` apply as in evaluate and predict."""
     paths = [os.fspath(p) for p in path] if isinstance(path, list) else os.fspath(path)
     cfg = make_config(None, {"model_path": paths, "GPU_ID": _gpu_id(device), **overrides})
     # the file defines the network, its size and classes: the default config has nothing to say against it

@@ -3,11 +3,14 @@
     python -m easycls.datasets digits data/digits
     python -m easycls.datasets idx /usr/share/datasets/fashion-mnist data/fashion_mnist
     python -m easycls.datasets fonts data/font_digits
+    python -m easycls.datasets mosaics data/mosaics
 
 ``digits`` is scikit-learn's bundled 1,797 handwritten 8x8 digits (no download). ``idx`` reads any MNIST-format
 set of IDX ``.gz`` files, such as Fashion-MNIST from the Debian package ``dataset-fashion-mnist``. ``fonts``
 renders MNIST-style 28x28 digits in the fonts matplotlib ships, warped like handwriting, with the test split in
 fonts that train and val never use: a second digit set, other than the built-in one, for checking a recipe.
+``mosaics`` is a multi-label set made of the same real digits: 2x2 mosaics holding 1 to 4 of them, labelled with
+the digits present, as images plus labels CSVs (train and val share one with a split column; test has its own).
 """
 from __future__ import annotations
 
@@ -126,6 +129,52 @@ def make_font_digits(out: str, per_font: int = 40, val_fraction: float = 0.15, s
     write_dataset(out, train_x, train_y, test_x, test_y, [str(d) for d in range(10)], val_fraction, seed)
 
 
+def _mosaics(digits: np.ndarray, labels: np.ndarray, count: int, rng: np.random.Generator):
+    """``count`` 16x16 mosaics: 1 to 4 of the 8x8 ``digits`` in random cells of a 2x2 grid, and each mosaic's 0/1
+    row over the 10 digits."""
+    images = np.zeros((count, 16, 16), np.uint8)
+    present = np.zeros((count, 10), np.int64)
+    for i in range(count):
+        cells = rng.choice(4, size=rng.integers(1, 5), replace=False)
+        for cell, pick in zip(cells, rng.integers(0, len(digits), len(cells))):
+            top, left = 8 * (cell // 2), 8 * (cell % 2)
+            images[i, top:top + 8, left:left + 8] = digits[pick]
+            present[i, labels[pick]] = 1
+    return images, present
+
+
+def make_mosaics(out: str, counts=(3000, 600, 1000), one_hot: bool = False, seed: int = 0) -> None:
+    """Multi-label mosaics of scikit-learn's real handwritten digits. The digits are first split (stratified,
+    70/15/15) so that train, val and test mosaics never share a digit image; then ``out/train/`` holds the train and
+    val mosaics with ``out/train.csv`` (image_id,labels,split), and ``out/test/`` the test ones with
+    ``out/test.csv`` (image_id,labels). ``one_hot`` writes one 0/1 column per digit instead of ``labels``."""
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+    pool_x, test_x, pool_y, test_y = train_test_split(images, digits.target, test_size=0.15, random_state=seed,
+                                                      stratify=digits.target)
+    train_x, val_x, train_y, val_y = train_test_split(pool_x, pool_y, test_size=0.15 / 0.85, random_state=seed,
+                                                      stratify=pool_y)
+    rng = np.random.default_rng(seed)
+    parts = {"train": (train_x, train_y), "val": (val_x, val_y), "test": (test_x, test_y)}
+    rows = {"train": [], "test": []}
+    for (split, (x, y)), count in zip(parts.items(), counts):
+        mosaics, present = _mosaics(x, y, count, rng)
+        folder = "test" if split == "test" else "train"
+        os.makedirs(os.path.join(out, folder), exist_ok=True)
+        for i, (image, row) in enumerate(zip(mosaics, present)):
+            name = f"{split}_{i:05d}.png"
+            cv2.imwrite(os.path.join(out, folder, name), image)
+            labels = [str(v) for v in row] if one_hot else ["|".join(str(d) for d in np.flatnonzero(row))]
+            rows[folder].append([name] + labels + ([split] if folder == "train" else []))
+    columns = [str(d) for d in range(10)] if one_hot else ["labels"]
+    for folder, extra in (("train", ["split"]), ("test", [])):
+        with open(os.path.join(out, f"{folder}.csv"), "w") as handle:
+            handle.write("\n".join(",".join(r) for r in [["image_id"] + columns + extra] + rows[folder]) + "\n")
+    log.info("wrote %d train, %d val and %d test mosaics of 1-4 real handwritten digits, with train.csv and "
+             "test.csv, to %s", *counts, out)
+
+
 def read_idx(path: str) -> np.ndarray:
     """Read one unsigned-byte IDX file (optionally gzipped) into a numpy array.
 
@@ -177,8 +226,12 @@ def main(argv=None) -> int:
     fonts = sub.add_parser("fonts", help="digits rendered in matplotlib's fonts, warped like handwriting")
     fonts.add_argument("out")
     fonts.add_argument("--per-font", type=int, default=40, help="images of each digit in each font")
+    mosaics = sub.add_parser("mosaics", help="multi-label 2x2 mosaics of 1-4 of scikit-learn's digits")
+    mosaics.add_argument("out")
+    mosaics.add_argument("--counts", type=int, nargs=3, default=[3000, 600, 1000], metavar=("TRAIN", "VAL", "TEST"))
+    mosaics.add_argument("--one-hot", action="store_true", help="one 0/1 column per digit instead of labels")
     # digits: the config's default random_seed, so this writes the split a first `python train.py` writes
-    for p, seed in ((digits, 42), (idx, 0), (fonts, 0)):
+    for p, seed in ((digits, 42), (idx, 0), (fonts, 0), (mosaics, 0)):
         p.add_argument("--seed", type=int, default=seed, help=f"the seed of the split (default {seed})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -186,6 +239,8 @@ def main(argv=None) -> int:
         return exit_code(lambda: make_digits(args.out, seed=args.seed))
     if args.command == "fonts":
         return exit_code(lambda: make_font_digits(args.out, args.per_font, seed=args.seed))
+    if args.command == "mosaics":
+        return exit_code(lambda: make_mosaics(args.out, args.counts, args.one_hot, args.seed))
     classes = args.classes.split(",") if args.classes else None
     return exit_code(lambda: make_idx(args.src, args.out, classes, args.val_fraction, args.seed))
 

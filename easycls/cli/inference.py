@@ -8,11 +8,12 @@ from easycls.core import files
 
 
 def evaluate(config, overrides: dict) -> int:
-    api.evaluate(config, progress=True, **overrides)  # logs the scores (on the console and in evaluate.log)
+    metrics = api.evaluate(config, progress=True, **overrides)  # logs the scores (console and evaluate.log)
     save_dir = make_config(config, overrides)["save_dir"]
     out = os.path.join(save_dir, files.EVAL_DIR)
-    print(f"wrote {out}/metrics.json, per_class.csv, confusion_matrix.csv, confusion_matrix.png, reliability.png "
-          f"and errors.csv")
+    written = "pr_curves.png" if metrics.get("multi_label") else \
+        "confusion_matrix.csv, confusion_matrix.png, reliability.png"
+    print(f"wrote {out}/metrics.json, per_class.csv, {written} and errors.csv")
     print(f"updated {os.path.join(save_dir, files.REPORT)}")
     return 0
 

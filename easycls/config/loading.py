@@ -69,6 +69,12 @@ def _check_relations(cfg: dict) -> None:
     if cfg["sample_weights"] not in (None, "", "balanced") and not os.path.isfile(cfg["sample_weights"]):
         raise ConfigError(f"sample_weights file not found: {cfg['sample_weights']}; give None, 'balanced' or a CSV "
                           f"of image_id,weight")
+    if cfg["label_type"] == "DIR" and cfg["monitor"] == "val_mAP":
+        raise ConfigError("monitor='val_mAP' scores multi-label models, which train from a labels CSV; class folders "
+                          "hold one label per image: use val_acc, val_f1 or val_loss")
+    if cfg["label_type"] == "DIR" and cfg["multi_label"]:
+        raise ConfigError("multi_label=True needs label_type='CSV': class folders hold one label per image; give "
+                          "the labels in label_path (image_id,labels with names separated by '|', or 0/1 columns)")
     if cfg["label_type"] == "CSV" and not os.path.isfile(cfg["label_path"]):
         raise ConfigError(f"label_type='CSV' needs label_path, a CSV of image_id,label[,split]; "
                           f"not found: {cfg['label_path']!r}")

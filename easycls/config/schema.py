@@ -130,10 +130,15 @@ SCHEMA: Dict[str, Key] = {
     "cache_mb": Key(4096, _int_ge(1), "a positive number of megabytes"),
     "audit": Key(False, _is(bool), BOOL),
     "label_type": Key("DIR", _choice("DIR", "CSV"), "'DIR' (one sub-folder per class) or 'CSV' (label_path)"),
-    "label_path": Key("", _is(str), "'' or a CSV file of image_id,label[,split] (read when label_type is 'CSV')"),
-    "val_fraction": Key(0.1, _float_in(0, 1), "a float in (0, 1): the share held out as val from a labels CSV "
+    "label_path": Key("", _is(str), "'' or a CSV file of image_id,label[,split], or multi-label image_id,labels"
+                                    "[,split] ('|' between names) or image_id then one 0/1 column per class"),
+    "multi_label": Key(None, lambda v: v is None or isinstance(v, bool),
+                       "None (as label_path's form says), True (several labels per image, also from a label column) "
+                       "or False"),
+    "val_fraction": Key(0.1, _float_in(0, 1), "a float in [0, 1): the share held out as val from a labels CSV "
                                               "without a split column, when val_path is '', or from each k-fold "
-                                              "fold's training images to choose its checkpoint"),
+                                              "fold's training images to choose its checkpoint; 0 with a labels "
+                                              "CSV: k_fold-fold cross-validation over it instead"),
     # model
     "pretrained": Key("", lambda v: isinstance(v, (bool, str)),
                       "'' (none), True (the model's hub weights), 'hf-hub:org/name', a torchvision weights name such "
@@ -170,7 +175,8 @@ SCHEMA: Dict[str, Key] = {
     "ema": Key(False, _is(bool), BOOL),
     "ema_decay": Key(0.9998, lambda v: _num(v) and 0 < v < 1, "a float in (0, 1), such as 0.9998"),
     "early_stop_patience": Key(7, _int_ge(0), "0 (off) or a number of epochs"),
-    "monitor": Key("val_acc", _choice(*MONITORS), "one of " + ", ".join(MONITORS)),
+    "monitor": Key("auto", _choice("auto", *MONITORS), "'auto' (val_mAP for multi-label data, else val_acc) or "
+                                                       "one of " + ", ".join(MONITORS)),
     "metrics": Key(["acc"], lambda v: _str_list(v) and set(v) <= {"acc", "F1"}, "a list from ['acc', 'F1']"),
     "amp": Key("auto", _choice("auto", "fp16", "bf16", "off"), "'auto', 'fp16', 'bf16' or 'off'"),
     "channels_last": Key(True, _is(bool), BOOL),
@@ -194,8 +200,13 @@ SCHEMA: Dict[str, Key] = {
                         BOOL + ' (Grad-CAM overlays in save_dir/heatmaps; pip install -e ".[gradcam]")'),
     "heatmap_max": Key(32, _int_ge(1), "an integer >= 1: misclassified images (evaluate) or first images (predict)"),
     "heatmap_layer": Key("", _is(str), "'' (the last convolutional stage) or a module name such as 'layer3'"),
+    "heatmap_class": Key("", _is(str), "'' (the predicted class; multi-label: the surest wrong or most probable "
+                                       "label) or a class name, which every overlay shows"),
     "merge": Key(False, _is(bool), BOOL + " (True: evaluate and predict with every save_dir/fold*/best.pth)"),
     "calibrate": Key(True, _is(bool), BOOL + " (fit a temperature on val; evaluate and predict apply it)"),
+    "threshold": Key("tuned", lambda v: v == "tuned" or (_float_in(0, 1)(v) and v > 0),
+                     "'tuned' (multi-label: each class's threshold, tuned on val) or a float in (0, 1): one "
+                     "threshold for every class"),
     "reject_threshold": Key(0.0, _float_in(0, 1), "0 (off) or a float in (0, 1): a lower top probability is "
                                                   "marked 'rejected'"),
     "save_probs": Key(False, _is(bool), BOOL),

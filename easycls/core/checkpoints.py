@@ -5,7 +5,7 @@ import os
 import pickle
 import tempfile
 import zipfile
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Dict, List, Tuple
 
 import torch
@@ -28,6 +28,8 @@ class ModelMeta:
     mean: List[float]
     std: List[float]
     temperature: float = 1.0  # fitted on the validation set after each epoch when calibrate=True
+    multi_label: bool = False  # several labels per image: a sigmoid per class instead of a softmax
+    thresholds: List[float] = field(default_factory=list)  # multi-label: per class, tuned on val ([]: 0.5 each)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -35,7 +37,8 @@ class ModelMeta:
     @classmethod
     def from_dict(cls, meta: dict, path: str) -> "ModelMeta":
         """The metadata saved in the checkpoint at ``path``; a missing field means it is no easycls checkpoint."""
-        missing = [f.name for f in fields(cls) if f.name not in meta and f.default is MISSING]
+        missing = [f.name for f in fields(cls) if f.name not in meta and f.default is MISSING
+                   and f.default_factory is MISSING]
         if missing:
             raise CheckpointError(f"{path} is not an easycls checkpoint (no {', '.join(missing)} metadata); "
                                   f"use it as 'pretrained' instead")

@@ -10,6 +10,7 @@ import pandas as pd
 
 from easycls.core.errors import ConfigError, DataError
 from easycls.data.images import ImageReadError, decode_full, list_images
+from easycls.data.multilabel import class_counts
 from easycls.data.scan import Samples, class_folders
 
 log = logging.getLogger(__name__)
@@ -51,9 +52,8 @@ def with_class_number(cfg: dict) -> dict:
 
 
 def missing_classes(samples: Samples) -> List[str]:
-    """The classes of ``samples`` that have no image in it."""
-    present = set(samples.labels)
-    return [name for k, name in enumerate(samples.classes) if k not in present]
+    """The classes of ``samples`` that have no image in it (for multi-label samples: that no image carries)."""
+    return [name for name, count in zip(samples.classes, class_counts(samples)) if count == 0]
 
 
 def split_name(cfg: dict, split: str) -> str:

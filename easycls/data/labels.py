@@ -85,3 +85,40 @@ def sample_weights(samples: Samples, spec, root: str) -> List[float]:
     if not any(result):
         raise DataError(f"sample_weights {spec}: every weight is 0")
     return result
+
+
+def read_multilabel_csv(csv_path: str, root: str, classes: Optional[List[str]] = None):
+    """Multi-label samples from a CSV, with the split column (None without one). Two forms: ``image_id,labels``
+    (or ``label``) with class names separated by ``|`` (an empty cell: no label), or ``image_id`` then one 0/1
+    column per class. Classes are the sorted names (the columns, in order, in the second form) unless ``classes``
+    fixes them. Errors name the rows: unknown classes, values other than 0/1, duplicated ids, missing files."""
+    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    if table.columns[0] != "image_id":
+        raise DataError(f"{csv_path} must start with the column image_id; it has {list(table.columns)}")
+    ids = table["image_id"]
+    if table.columns[1] in ("labels", "label"):
+        names = table[table.columns[1]].str.split("|").map(lambda parts: [p.strip() for p in parts if p.strip()])
+        classes = list(classes) if classes else sorted({n for row in names for n in row})
+        known = set(classes)
+        problems = [("rows naming classes that are not in " + str(classes),
+                     ids[names.map(lambda row: not known.issuperset(row))].tolist())]
+        from sklearn.preprocessing import MultiLabelBinarizer
+        matrix = MultiLabelBinarizer(classes=classes).fit_transform(names.map(lambda row: set(row) & known))
+    else:
+        columns = [c for c in table.columns[1:] if c != "split"]
+        classes = list(classes) if classes else columns
+        problems = [("class columns missing from the file", [c for c in classes if c not in columns]),
+                    ("columns that are not classes " + str(classes), [c for c in columns if c not in classes])]
+        values = table[[c for c in classes if c in columns]].apply(lambda col: col.str.strip())
+        problems.append(("values other than 0 or 1 in rows", ids[~values.isin(["0", "1"]).all(axis=1)].tolist()))
+        matrix = (values == "1").to_numpy(dtype=np.int64)
+    problems += [("duplicated ids", ids[ids.duplicated()].tolist()),
+                 ("missing image files under " + root, [i for i in ids if not os.path.isfile(os.path.join(root, i))])]
+    if "split" in table:
+        problems.append(("a split other than train or val", ids[~table["split"].isin(["train", "val"])].tolist()))
+    for what, rows in problems:
+        if rows:
+            raise DataError(f"label_path {csv_path}: " + _name_rows(what, rows))
+    samples = Samples([os.path.join(root, i) for i in ids], [tuple(row) for row in matrix.tolist()], classes,
+                      multi_label=True)
+    return samples, (table["split"].tolist() if "split" in table else None)

@@ -15,16 +15,19 @@ log = logging.getLogger(__name__)
 @dataclass
 class Samples:
     """Image paths with integer labels (``-1`` when unlabelled), the class names they index, and optional sampling
-    weights (``sample_weights``), which subsets keep aligned."""
+    weights (``sample_weights``), which subsets keep aligned. With ``multi_label`` each label is a tuple of 0/1,
+    one per class."""
 
     paths: List[str]
-    labels: List[int]
+    labels: list
     classes: List[str]
     weights: Optional[List[float]] = None
+    multi_label: bool = False
 
     def subset(self, keep: Sequence[int]) -> "Samples":
         weights = None if self.weights is None else [self.weights[i] for i in keep]
-        return Samples([self.paths[i] for i in keep], [self.labels[i] for i in keep], self.classes, weights)
+        return Samples([self.paths[i] for i in keep], [self.labels[i] for i in keep], self.classes, weights,
+                       self.multi_label)
 
 
 def image_ids(paths, root: str):

@@ -10,17 +10,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from easycls.core import files
 from easycls.core.checkpoints import ModelMeta
-from easycls.core.device import check_gpu_id, select_device, uses_cuda
+from easycls.core.device import check_gpu_id, select_device
 from easycls.core.distributed import DistInfo
-from easycls.core.errors import ConfigError, DataError
+from easycls.core.errors import ConfigError
 from easycls.data.augment import build_augment, build_erasing
-from easycls.data.checks import require_folder, warn_missing_classes, with_class_number
+from easycls.data.checks import with_class_number
 from easycls.data.images import image_size
-from easycls.data.labels import read_label_csv, sample_weights
-from easycls.data.loaders import EpochSampler, FileDataset, MemoryLoader, Preprocessor, StreamLoader, decode_all
-from easycls.data.scan import Samples, scan_labelled
+from easycls.data.loaders import Preprocessor
+from easycls.data.multilabel import positive_weights
 from easycls.engine.budget import TimeBudget, check_budget_config
 from easycls.engine.distill import load_teacher
 from easycls.engine.hooks.base import Hook, build_hook
@@ -33,14 +31,16 @@ from easycls.engine.hooks.training import (
     EMAHook,
     FreezeHook,
     ParamSchedulerHook,
+    ThresholdHook,
 )
-from easycls.engine.kfold import fold_parts
 from easycls.engine.runner import ModelRunner
-from easycls.engine.tracking import MONITORS
+from easycls.engine.splits import build_train_loaders, holdout, train_val_samples  # noqa: F401  (the builder's face)
+from easycls.engine.tracking import MONITORS, resolve_monitor
+from easycls.evaluation.targets import target_kind
 from easycls.models.auto import AUTO
 from easycls.models.factory import TV_PREFIX, create_model, load_pretrained, model_norm, resolve_name
 from easycls.models.hub import create_hub_model, is_hub_pretrained
-from easycls.optim.losses import create_loss
+from easycls.optim.losses import LOSSES, create_loss
 from easycls.optim.optimizers import create_optimizer
 from easycls.optim.schedulers import create_scheduler, create_time_scheduler
 
@@ -67,115 +67,6 @@ def preflight(cfg: dict) -> None:
     if cfg["label_type"] == "DIR" and cfg["label_path"]:
         log.warning("label_path=%r is not read: label_type='DIR' takes labels from the class folders",
                     cfg["label_path"])
-
-
-# ----------------------------------------------------------------------------- data
-def _limit(samples: Samples, count: int, seed: int) -> Samples:
-    if not count or count >= len(samples.paths):
-        return samples
-    order = torch.randperm(len(samples.paths), generator=torch.Generator().manual_seed(seed))[:count]
-    return samples.subset(sorted(order.tolist()))
-
-
-def _checked(samples: Samples, cfg: dict, what: str) -> Samples:
-    """Check ``class_number``; attach ``sample_weights`` to the whole set, before any split (subsets keep them)."""
-    if cfg["class_number"] is not None and len(samples.classes) != cfg["class_number"]:
-        raise DataError(f"class_number is {cfg['class_number']} but {cfg['train_path']} has "
-                        f"{len(samples.classes)} {what}: {samples.classes}")
-    if cfg["sample_weights"]:
-        samples.weights = sample_weights(samples, cfg["sample_weights"], cfg["train_path"])
-    return samples
-
-
-def csv_split(cfg: dict) -> Tuple[Samples, Samples]:
-    """label_type='CSV': labels from ``label_path``; val from its split column, else ``val_path`` (class folders),
-    else a seeded stratified ``val_fraction`` of it; ``save_dir/split.csv`` from an earlier run wins on resume."""
-    saved = files.out(cfg, files.SPLIT)
-    source = saved if cfg["resume"] and os.path.isfile(saved) else cfg["label_path"]
-    samples, split = read_label_csv(source, cfg["train_path"], cfg["class_names"] or None)
-    samples = _checked(samples, cfg, "labels in " + source)
-    if split is None and cfg["val_path"]:
-        return samples, scan_labelled(cfg["val_path"], samples.classes)
-    is_val = holdout(samples.labels, cfg["val_fraction"], cfg["random_seed"]) if split is None else \
-        np.asarray(split) == "val"
-    return samples.subset(np.flatnonzero(~is_val).tolist()), samples.subset(np.flatnonzero(is_val).tolist())
-
-
-def holdout(labels: Sequence[int], fraction: float, seed: int) -> np.ndarray:
-    """A seeded, stratified ``fraction`` of the images (scikit-learn's ``train_test_split``), as a boolean mask."""
-    from sklearn.model_selection import train_test_split
-    _, val = train_test_split(np.arange(len(labels)), test_size=fraction, random_state=seed, stratify=labels)
-    mask = np.zeros(len(labels), dtype=bool)
-    mask[val] = True
-    return mask
-
-
-def train_val_samples(cfg: dict) -> Tuple[Samples, Samples]:
-    """Scan train and val folders (or split a k-fold val from train), or read a labels CSV; check
-    ``class_number``."""
-    if cfg["label_type"] == "CSV":
-        train, val = csv_split(cfg)
-    else:
-        train, val = folder_split(cfg)
-    items = cfg["try_to_train_items"]
-    return _limit(train, items, cfg["random_seed"]), _limit(val, items, cfg["random_seed"])
-
-
-def folder_split(cfg: dict) -> Tuple[Samples, Samples]:
-    """Class folders: ``val_path``, or fold ``val_fold`` of ``train_path``: the other folds, split into train and
-    a val that chooses the checkpoint (:func:`kfold.fold_parts`); the fold itself is held out for ``oof.csv``."""
-    train = _checked(scan_labelled(require_folder(cfg, "train_path"), cfg["class_names"] or None), cfg, "class folders")
-    if cfg["val_path"]:
-        return train, scan_labelled(require_folder(cfg, "val_path"), train.classes)
-    train, val, held_out = fold_parts(train, cfg)
-    log.info("val_path is '': fold %d of %d (%d images) is held out for oof.csv; %d of the other %d images "
-             "(val_fraction %g) choose the checkpoint and the temperature", cfg["val_fold"], cfg["k_fold"],
-             len(held_out.paths), len(val.paths), len(train.paths) + len(val.paths), cfg["val_fraction"])
-    return train, val
-
-
-def use_ram_cache(cfg: dict, n_images: int) -> bool:
-    """Whether ``n_images`` decoded at the target size fit the ``cache_mb`` budget (or the cache is forced)."""
-    if cfg["cache"] != "auto":
-        return cfg["cache"] == "ram"
-    height, width = image_size(cfg)
-    return n_images * cfg["channels"] * height * width <= cfg["cache_mb"] * 2 ** 20
-
-
-def make_loader(samples: Samples, cfg: dict, batch_size: int, train: bool, dist: DistInfo, ram: bool,
-                pin_memory: bool = False, progress: bool = False):
-    """A memory loader over decoded images, or a streaming one (in pinned memory for a CUDA run, so that copies to
-    the GPU overlap the step); both yield the same batches. Training drops the last partial batch (a different one
-    each epoch, as the order is reshuffled)."""
-    size = image_size(cfg)
-    workers = cfg["num_workers"]
-    if ram:
-        images, samples = decode_all(samples, cfg["channels"], size, workers, progress)
-    sampler = EpochSampler(len(samples.paths), shuffle=train, seed=cfg["random_seed"], rank=dist.rank,
-                           world=dist.world, even=train, weights=samples.weights if train else None)
-    drop_last = train and len(sampler) > batch_size  # a last batch of 1 breaks BatchNorm
-    if ram:
-        return MemoryLoader(images, samples, batch_size, sampler, drop_last)
-    return StreamLoader(FileDataset(samples, cfg["channels"], size), batch_size, sampler, workers, drop_last,
-                        pin_memory)
-
-
-def build_train_loaders(cfg: dict, dist: DistInfo, progress: bool = False):
-    """Train and val loaders plus the class names, with the RAM cache when the data fits; ``progress`` shows the
-    decoding. Logs the counts of the images used and warns about a split that lacks a class."""
-    train, val = train_val_samples(cfg)
-    ram = use_ram_cache(cfg, len(train.paths) + len(val.paths))
-    show, pin = progress and dist.is_main, uses_cuda(cfg)
-    train_loader = make_loader(train, cfg, cfg["batch_size"], True, dist, ram, pin, show)
-    val_loader = make_loader(val, cfg, cfg["test_batch_size"], False, dist, ram, pin, show)
-    kept = [len(loader.samples.paths) for loader in (train_loader, val_loader)]
-    skipped = len(train.paths) + len(val.paths) - sum(kept)
-    how = "decoded once into memory" + (f", {skipped} unreadable skipped" if skipped else "") if ram else \
-        "streamed from disk (an unreadable file is skipped when met)"
-    log.info("data: %d train / %d val images, %d classes, %s", *kept, len(train.classes), how)
-    if dist.is_main:
-        warn_missing_classes(cfg, {"train": train_loader.samples, "val": val_loader.samples})
-    return train_loader, val_loader, train.classes
 
 
 # ----------------------------------------------------------------------------- training
@@ -211,9 +102,9 @@ def place_model(model: nn.Module, cfg: dict, device: torch.device, dist: DistInf
     return model.to(device, memory_format=torch.channels_last if cfg["channels_last"] else torch.preserve_format)
 
 
-def build_hooks(cfg: dict, budget: Optional[TimeBudget] = None) -> List[Hook]:
-    """The built-in hooks a config asks for, followed by its ``custom_hooks``; with a time ``budget`` its
-    :class:`BudgetHook` sets the learning rate instead of the per-epoch ParamSchedulerHook."""
+def build_hooks(cfg: dict, budget: Optional[TimeBudget] = None, multi_label: bool = False) -> List[Hook]:
+    """The built-in hooks a config asks for (and a multi-label model needs), followed by its ``custom_hooks``; with
+    a time ``budget`` its :class:`BudgetHook` sets the learning rate instead of the per-epoch ParamSchedulerHook."""
     schedule = BudgetHook(budget) if budget is not None else ParamSchedulerHook()
     hooks = [schedule, EarlyStopHook(cfg["monitor"], cfg["early_stop_patience"]),
              LoggerHook(status=schedule.status if budget is not None else None),
@@ -226,10 +117,27 @@ def build_hooks(cfg: dict, budget: Optional[TimeBudget] = None) -> List[Hook]:
         hooks.append(TensorBoardHook())
     if cfg["calibrate"]:
         hooks.append(CalibrationHook())
+    if multi_label:
+        hooks.append(ThresholdHook())
     if cfg["show_data"]:
         hooks.append(DataPreviewHook())
     hooks.append(ReportHook())
     return hooks + [build_hook(item) for item in cfg["custom_hooks"]]
+
+
+def build_loss(cfg: dict, multi_label: bool, smoothing: float, train_labels: Optional[Sequence]) -> nn.Module:
+    """The ``loss`` spec (multi-label: 'CE', the default, means BCE); ``class_weight='balanced'`` weighs classes by
+    scikit-learn's n / (classes x count), or for a multi-label model each class's positives by its negatives /
+    positives (``pos_weight``)."""
+    spec = cfg["loss"]
+    if multi_label and LOSSES.parse(spec)[0].name == "CE":
+        log.info("loss='CE' is a softmax over the classes; multi-label data trains with BCE, a sigmoid per class")
+        spec = "BCE"
+    if not (multi_label and cfg["class_weight"] == "balanced"):
+        return create_loss(spec, smoothing, class_weights(cfg, train_labels), multi_label)
+    if train_labels is None:
+        raise ConfigError("class_weight='balanced' needs the training labels (build_runner(train_labels=...))")
+    return create_loss(spec, smoothing, None, True, positive_weights(train_labels))
 
 
 def class_weights(cfg: dict, train_labels: Optional[Sequence[int]]) -> Optional[List[float]]:
@@ -245,23 +153,29 @@ def class_weights(cfg: dict, train_labels: Optional[Sequence[int]]) -> Optional[
     return [float(weights.get(c, 0.0)) for c in classes]
 
 
-def build_mixup(cfg: dict, classes: int):
-    """timm's Mixup for ``mixup`` / ``cutmix`` (True: timm's usual alphas 0.8 and 1.0), or None when both are off."""
+def build_mixup(cfg: dict, classes: int, multi_label: bool = False):
+    """timm's Mixup for ``mixup`` / ``cutmix`` (True: timm's usual alphas 0.8 and 1.0), or None when both are off;
+    for multi-label it mixes the 0/1 targets of the pair."""
     alpha = {"mixup": 0.8, "cutmix": 1.0}
     mixup, cutmix = (alpha[k] if cfg[k] is True else float(cfg[k] or 0.0) for k in ("mixup", "cutmix"))
     if not (mixup or cutmix):
         return None
     from timm.data import Mixup
     return Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=cfg["mixup_prob"], switch_prob=cfg["mixup_switch_prob"],
-                 label_smoothing=cfg["label_smooth"], num_classes=classes)
+                 label_smoothing=cfg["label_smooth"], num_classes=classes, multi_label=multi_label)
 
 
 def build_runner(cfg: dict, model: nn.Module, meta: ModelMeta, dist: Optional[DistInfo] = None,
                  device: Optional[torch.device] = None, loss_fn: Optional[nn.Module] = None,
                  hooks: Optional[Sequence[Hook]] = None, train_labels: Optional[Sequence[int]] = None,
                  budget: Optional[TimeBudget] = None) -> ModelRunner:
-    """The runner with every training part the config names; ``loss_fn`` and ``hooks`` replace the config's.
-    ``train_labels`` feed ``class_weight='balanced'``; a time ``budget`` plans the learning rate over time."""
+    """The runner with every training part the config names, for the target kind of ``meta`` (single- or
+    multi-label); ``loss_fn`` and ``hooks`` replace the config's. ``train_labels`` (class indices, or 0/1 rows for
+    a multi-label model) feed ``class_weight='balanced'``; a time ``budget`` plans the learning rate over time."""
+    cfg, multi = resolve_monitor(cfg, meta.multi_label), meta.multi_label
+    if multi and cfg["use_distill"]:
+        raise ConfigError("use_distill=1 distils a softmax over the classes; it is not available for multi-label "
+                          "data")
     dist = dist or DistInfo()
     device = device or select_device(cfg, dist)
     model = place_model(model, cfg, device, dist)
@@ -271,11 +185,12 @@ def build_runner(cfg: dict, model: nn.Module, meta: ModelMeta, dist: Optional[Di
     else:
         scheduler = create_scheduler(cfg["scheduler"], optimizer, cfg["epochs"], cfg["warmup_epoch"],
                                      MONITORS[cfg["monitor"]])
-    mix = build_mixup(cfg, len(meta.class_names))
+    mix = build_mixup(cfg, len(meta.class_names), multi)
     smoothing = 0.0 if mix else cfg["label_smooth"]  # mixing folds the smoothing into its soft targets
-    loss_fn = loss_fn or create_loss(cfg["loss"], smoothing, class_weights(cfg, train_labels))
+    loss_fn = loss_fn or build_loss(cfg, multi, smoothing, train_labels)
     preprocess = Preprocessor(meta.mean, meta.std, meta.channels, device, cfg["channels_last"],
                               build_augment(cfg["augment"], cfg["hflip"]), build_erasing(cfg["random_erasing"], device))
     return ModelRunner(model, meta, cfg, device, optimizer=optimizer, scheduler=scheduler, loss_fn=loss_fn.to(device),
-                       preprocess=preprocess, hooks=build_hooks(cfg, budget) if hooks is None else hooks, dist=dist,
-                       mix=mix, distiller=load_teacher(cfg, meta, device) if cfg["use_distill"] else None)
+                       preprocess=preprocess, hooks=build_hooks(cfg, budget, multi) if hooks is None else hooks,
+                       dist=dist, mix=mix, distiller=load_teacher(cfg, meta, device) if cfg["use_distill"] else None,
+                       kind=target_kind(multi, None if isinstance(cfg["threshold"], str) else cfg["threshold"]))

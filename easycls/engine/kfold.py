@@ -9,6 +9,8 @@ the same function again), so ``oof.csv`` and everything read from it are out-of-
 confident learning (Northcutt et al., 2021): an image is a label issue when another class's out-of-fold probability
 reaches that class's own mean self-confidence, and images are ranked by the out-of-fold probability of their given
 label, lowest first.
+For multi-label data the stratification uses each image's rarest label, and a labels CSV cross-validates with
+``val_path=''`` and ``val_fraction=0``; the mislabel finder is single-label.
 """
 import logging
 import os
@@ -22,9 +24,11 @@ from sklearn.model_selection import StratifiedKFold
 
 from easycls.core import files
 from easycls.core.checkpoints import atomic_write, save_json
-from easycls.core.errors import DataError
+from easycls.core.errors import ConfigError, DataError
 from easycls.data.audit import fingerprints
+from easycls.data.multilabel import joined, label_matrix, read_labels, strata
 from easycls.data.scan import Samples, scan_labelled
+from easycls.evaluation.multilabel import multilabel_cv_summary, multilabel_oof_table
 from easycls.evaluation.predictor import InferenceModel, inference_loader
 
 log = logging.getLogger(__name__)
@@ -69,7 +73,12 @@ def assign_folds(labels: Sequence[int], groups: np.ndarray, k: int, seed: int) -
 
 
 def fold_ids(samples: Samples, k: int, seed: int, groups: np.ndarray) -> np.ndarray:
-    """The fold of each sample (see :func:`assign_folds`); every class needs at least ``k`` images."""
+    """The fold of each sample (see :func:`assign_folds`); every class needs at least ``k`` images. Multi-label
+    samples are stratified on their rarest label (:func:`~easycls.data.multilabel.strata`)."""
+    if samples.multi_label:
+        if len(samples.paths) < k:
+            raise DataError(f"k_fold={k} needs at least {k} images; the labels have {len(samples.paths)}")
+        return assign_folds(strata(samples, k), groups, k, seed)
     counts = np.bincount(samples.labels, minlength=len(samples.classes))
     if counts.min() < k:
         raise DataError(f"k_fold={k} needs at least {k} images per class; class "
@@ -96,8 +105,16 @@ def fold_dir(cfg: dict, fold: int) -> str:
 
 
 def prepare(cfg: dict, ids: Callable) -> Tuple[Samples, np.ndarray, List[str]]:
-    """Scan ``train_path``, assign folds and write ``folds.csv`` (image_id, label, fold)."""
-    samples = scan_labelled(cfg["train_path"], cfg["class_names"] or None)
+    """Scan ``train_path`` (or read ``label_path``), assign folds and write ``folds.csv`` (image_id, label or
+    labels, fold)."""
+    if cfg["label_type"] == "CSV":
+        samples, split = read_labels(cfg["label_path"], cfg["train_path"], cfg["class_names"] or None,
+                                     cfg["multi_label"])
+        if split is not None:
+            raise ConfigError(f"{cfg['label_path']} has a split column, but val_fraction=0 cross-validates in "
+                              f"folds of its own; drop the column, or keep it and set val_fraction > 0")
+    else:
+        samples = scan_labelled(cfg["train_path"], cfg["class_names"] or None)
     groups = duplicate_groups(samples, cfg["num_workers"])
     folds = fold_ids(samples, cfg["k_fold"], cfg["random_seed"], groups)
     shared = np.bincount(groups)
@@ -105,7 +122,9 @@ def prepare(cfg: dict, ids: Callable) -> Tuple[Samples, np.ndarray, List[str]]:
         log.info("k-fold: %d sets of exact duplicates (%d images) each kept within one fold",
                  int((shared > 1).sum()), int(shared[shared > 1].sum()))
     image_id = ids(samples.paths, cfg["train_path"])
-    table = pd.DataFrame({"image_id": image_id, "label": [samples.classes[i] for i in samples.labels], "fold": folds})
+    labels = ("labels", [joined(row, samples.classes) for row in samples.labels]) if samples.multi_label else \
+        ("label", [samples.classes[i] for i in samples.labels])
+    table = pd.DataFrame({"image_id": image_id, labels[0]: labels[1], "fold": folds})
     os.makedirs(cfg["save_dir"], exist_ok=True)
     atomic_write(files.out(cfg, "folds.csv"), lambda tmp: table.to_csv(tmp, index=False))
     return samples, folds, image_id
@@ -121,6 +140,7 @@ def write_out_of_fold(cfg: dict, samples: Samples, folds: np.ndarray, image_id: 
     """Predict each fold's held-out images with its ``best.pth``; write ``oof.csv``, ``cv_summary.json`` and
     ``suspect_labels.csv``; return the summary."""
     probs = np.full((len(samples.paths), len(samples.classes)), np.nan)
+    thresholds = np.full_like(probs, np.nan)  # multi-label: each image's fold model's thresholds
     for fold in range(cfg["k_fold"]):
         checkpoint = os.path.join(fold_dir(cfg, fold), files.BEST)
         if not os.path.isfile(checkpoint):
@@ -130,7 +150,10 @@ def write_out_of_fold(cfg: dict, samples: Samples, folds: np.ndarray, image_id: 
         members = np.flatnonzero(folds == fold)
         for index, batch_probs, _ in model.predict_batches(inference_loader(samples.subset(members), model, cfg)):
             probs[members[index]] = batch_probs
+        thresholds[members] = model.thresholds if model.thresholds is not None else np.nan
     done = ~np.isnan(probs).any(axis=1)
+    if samples.multi_label:
+        return _write_multilabel_out_of_fold(cfg, samples, folds, image_id, probs, thresholds, done)
     labels = np.asarray(samples.labels)
     oof = out_of_fold_table(image_id, folds, labels, probs, samples.classes)[done]
     atomic_write(files.out(cfg, "oof.csv"), lambda tmp: oof.to_csv(tmp, index=False))
@@ -141,6 +164,17 @@ def write_out_of_fold(cfg: dict, samples: Samples, folds: np.ndarray, image_id: 
              "class out-scores (%d flagged by confident learning), most suspect first, in %s", len(summary["folds"]),
              summary["accuracy_mean"], summary["accuracy_std"], summary["macro_f1_mean"], summary["macro_f1_std"],
              len(suspects), int(suspects["label_issue"].sum()), files.out(cfg, "suspect_labels.csv"))
+    return summary
+
+
+def _write_multilabel_out_of_fold(cfg: dict, samples: Samples, folds, image_id, probs, thresholds, done) -> dict:
+    oof = multilabel_oof_table(image_id, folds, label_matrix(samples), probs, thresholds, samples.classes)[done]
+    atomic_write(files.out(cfg, "oof.csv"), lambda tmp: oof.to_csv(tmp, index=False))
+    summary = multilabel_cv_summary(oof, samples.classes)
+    save_json(summary, files.out(cfg, "cv_summary.json"))
+    log.info("cross-validation over %d folds: mAP %.4f +- %.4f, samples-F1 %.4f +- %.4f (each fold at its own "
+             "thresholds); suspect_labels.csv is for single-label data and is not written", len(summary["folds"]),
+             summary["mAP_mean"], summary["mAP_std"], summary["samples_f1_mean"], summary["samples_f1_std"])
     return summary
 
 

@@ -9,7 +9,7 @@ from easycls.core.checkpoints import ModelMeta
 from easycls.core.errors import CheckpointError
 
 log = logging.getLogger(__name__)
-RESUME_MUST_MATCH = ("model_name", "class_names", "img_size", "channels")
+RESUME_MUST_MATCH = ("model_name", "class_names", "img_size", "channels", "multi_label")
 MID_EPOCH_MUST_MATCH = ("batch_size", "world")  # what puts the same images in batch k of an epoch
 
 

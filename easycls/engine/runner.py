@@ -24,7 +24,8 @@ from easycls.engine.resume import check_resumable, interrupted_state, restore_tr
 from easycls.engine.rng import restore_rank_rng, rng_state
 from easycls.engine.step import GradientStep
 from easycls.engine.tracking import MONITORS
-from easycls.evaluation.predictor import InferenceModel
+from easycls.evaluation.predictor import InferenceModel, applied_thresholds
+from easycls.evaluation.targets import SingleLabel
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,16 @@ class ModelRunner:
     trained), ``runner.eval_model`` (what validation and ``best.pth`` use: ``model`` unless EMA is on),
     ``runner.optimizer``, ``runner.scheduler``, ``runner.history`` (one metrics dict per epoch) and
     ``runner.optimizer_steps``; a hook stops training by setting ``runner.stop_training = True``. The arithmetic
-    of a batch (AMP, accumulation, clipping) is ``runner.stepper``, a :class:`~easycls.step.GradientStep`.
+    of a batch (AMP, accumulation, clipping) is ``runner.stepper``, a :class:`~easycls.step.GradientStep`; what
+    the outputs mean (training hits, validation metrics, calibration) is ``runner.kind``, a target kind of
+    :mod:`easycls.evaluation.targets` (single-label unless the builder hands in another).
     """
 
     def __init__(self, model: nn.Module, meta: ModelMeta, cfg: dict, device: torch.device, *,
                  optimizer: torch.optim.Optimizer, scheduler, loss_fn: nn.Module, preprocess: Preprocessor,
-                 hooks: Sequence[Hook] = (), dist: Optional[DistInfo] = None, mix=None, distiller=None):
+                 hooks: Sequence[Hook] = (), dist: Optional[DistInfo] = None, mix=None, distiller=None, kind=None):
         self.model = self.eval_model = model
-        self.meta, self.cfg, self.device = meta, cfg, device
+        self.meta, self.cfg, self.device, self.kind = meta, cfg, device, kind or SingleLabel()
         self.optimizer, self.scheduler, self.loss_fn, self.preprocess = optimizer, scheduler, loss_fn, preprocess
         self.hooks = HookList(hooks)
         self.dist = dist or DistInfo()
@@ -147,7 +150,7 @@ class ModelRunner:
         outputs = self.stepper(self._net, x, y, step, batches, epoch, weight)
         if weight:
             y = outputs["labels"]  # accuracy against each image's own label, also when mixing
-            self._sums += torch.stack([outputs["loss"].float() * len(y), (outputs["logits"].argmax(1) == y).sum()])
+            self._sums += torch.stack([outputs["loss"].float() * len(y), self.kind.hits(outputs["logits"], y)])
             self._count += len(y)
         self.call_hook("after_train_iter", step, batch, outputs)
         return outputs
@@ -165,10 +168,10 @@ class ModelRunner:
         return loss, acc
 
     def onValidation(self, loader) -> dict:
-        """Loss, accuracy (and macro F1 when ``metrics`` has 'F1') of ``eval_model`` over every rank's share."""
-        n = len(self.meta.class_names)
-        confusion = torch.zeros(n * n, device=self.device)
-        loss_sum = torch.zeros(1, device=self.device)
+        """Loss and the kind's metrics of ``eval_model`` over every rank's share: accuracy (and macro F1 when
+        ``metrics`` has 'F1'); multi-label: exact match, samples-F1 and mAP."""
+        tally = self.kind.tally(len(self.meta.class_names), self.device, self.cfg)
+        totals = torch.zeros(2, device=self.device)  # loss sum, images
         model, self.val_outputs = self.inference(tta=False), []  # (logits, labels) per batch: for calibration
         report = self._failure_log(loader)
         for batch in loader:
@@ -177,17 +180,12 @@ class ModelRunner:
                 continue
             logits = model.logits(batch.images)
             y = batch.labels.to(self.device)
-            loss_sum += self.loss_fn(logits, y).float() * len(y)
-            confusion += torch.bincount(y * n + logits.argmax(1), minlength=n * n)
+            totals[0] += self.loss_fn(logits, y).float() * len(y)
+            totals[1] += len(y)
+            tally.add(logits, y)
             self.val_outputs.append((logits, y))
-        all_reduce_sum(confusion, self.dist)
-        all_reduce_sum(loss_sum, self.dist)
-        cm = confusion.reshape(n, n).double()
-        out = {"val_loss": loss_sum.item() / max(cm.sum().item(), 1),
-               "val_acc": (cm.diag().sum() / cm.sum().clamp(min=1)).item()}
-        if "F1" in self.cfg["metrics"] or self.monitor == "val_f1":
-            out["val_f1"] = (2 * cm.diag() / (cm.sum(0) + cm.sum(1)).clamp(min=1)).mean().item()
-        return out
+        loss_sum, count = all_reduce_sum(totals, self.dist).tolist()
+        return {"val_loss": loss_sum / max(count, 1), **tally.result(self.dist)}
 
     def checkpoint(self, epoch: int, metrics: dict) -> None:
         """Record the epoch and run the ``after_val_epoch`` hooks; the built-ins step the LR, track early
@@ -270,9 +268,10 @@ class ModelRunner:
     def inference(self, tta: Optional[bool] = None) -> InferenceModel:
         """``eval_model`` with this run's preprocessing and autocast, for evaluation and prediction (compiled when
         ``compile=True``: the training step's compiled module when it is the same model)."""
+        temperature = self.meta.temperature if self.cfg["calibrate"] else 1.0
         return InferenceModel(self.eval_model, self.meta, self.preprocess, self.stepper.amp_dtype,
-                              self.cfg["TTA"] if tta is None else tta,
-                              self.meta.temperature if self.cfg["calibrate"] else 1.0, self._eval_network())
+                              self.cfg["TTA"] if tta is None else tta, temperature,
+                              applied_thresholds(self.meta, self.cfg, temperature), self._eval_network())
 
     def _eval_network(self) -> nn.Module:
         if self.eval_model is self.model:

@@ -9,7 +9,7 @@ import torch
 
 from easycls.core import files
 from easycls.core.checkpoints import save_checkpoint, save_safetensors
-from easycls.core.errors import TrainingError
+from easycls.core.errors import ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
 _BETTER = {"min": lambda new, best, delta: new < best - delta, "max": lambda new, best, delta: new > best + delta}
@@ -95,4 +95,16 @@ class CheckpointSaver:
             shutil.rmtree(self.path(name), ignore_errors=True)
 
 
-MONITORS = {"val_acc": "max", "val_f1": "max", "val_loss": "min"}
+MONITORS = {"val_acc": "max", "val_f1": "max", "val_loss": "min", "val_mAP": "max"}
+
+
+def resolve_monitor(cfg: dict, multi_label: bool) -> dict:
+    """``cfg`` with ``monitor='auto'`` made concrete: val_mAP for a multi-label model, else val_acc. val_mAP is
+    only measured for multi-label models."""
+    monitor = cfg["monitor"]
+    if monitor == "auto":
+        monitor = "val_mAP" if multi_label else "val_acc"
+    elif monitor == "val_mAP" and not multi_label:
+        raise ConfigError("monitor='val_mAP' scores multi-label models; this data has one label per image: use "
+                          "val_acc, val_f1 or val_loss")
+    return {**cfg, "monitor": monitor}

@@ -20,13 +20,14 @@ from easycls.core.errors import ConfigError, DataError
 from easycls.core.files import plain
 from easycls.core.runlog import RunLog
 from easycls.data.audit import run_audit
-from easycls.data.checks import missing_classes, warn_dropped_colour, with_class_number
+from easycls.data.checks import warn_dropped_colour, with_class_number
+from easycls.data.multilabel import class_counts, joined
 from easycls.data.scan import class_folders, image_ids, loader_labels
 from easycls.engine import builder, kfold
 from easycls.engine.budget import DeadlineLoader, TimeBudget
 from easycls.engine.probe import fit_to_budget
 from easycls.engine.rng import seed_all
-from easycls.engine.tracking import CheckpointSaver
+from easycls.engine.tracking import CheckpointSaver, resolve_monitor
 from easycls.models.auto import AUTO
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,13 @@ BUILTIN_DIGITS = "data/digits"
 
 
 def train(cfg: dict, progress: bool = False, started: Optional[float] = None) -> dict:
-    """Train as ``cfg`` says: k-fold cross-validation when ``val_path`` is '' (class folders), else one run.
+    """Train as ``cfg`` says: k-fold cross-validation when ``val_path`` is '' (class folders; a labels CSV with
+    ``val_fraction=0``), else one run.
     A ``time_budget`` counts from ``started``, a ``time.monotonic()`` reading (default: now)."""
     started = time.monotonic() if started is None else started
     if int(os.environ.get("RANK", "0")) == 0:
         warn_dropped_colour(cfg)
-    if not cfg["val_path"] and cfg["label_type"] == "DIR":
+    if not cfg["val_path"] and (cfg["label_type"] == "DIR" or cfg["val_fraction"] == 0):
         return train_folds(cfg, progress, started)
     return train_one(cfg, progress, started)
 
@@ -124,6 +126,8 @@ def _build(cfg: dict, dist, budget: Optional[TimeBudget], resume: Optional[str],
     if cfg["model_name"] != AUTO:
         model, meta = builder.build_model(cfg)  # before scanning the images: a missing download fails at once
     train_loader, val_loader, classes = builder.build_train_loaders(cfg, dist, progress)
+    multi = train_loader.samples.multi_label
+    cfg = resolve_monitor(cfg, multi)
     device = select_device(cfg, dist)
     if budget is not None:
         budget.device = device
@@ -132,9 +136,9 @@ def _build(cfg: dict, dist, budget: Optional[TimeBudget], resume: Optional[str],
         cfg, probed = fit_to_budget(cfg, budget, train_loader, len(loader_labels(val_loader)) / dist.world, device)
     if model is None:
         model, meta = builder.build_model(cfg)
-    meta.class_names = classes
-    runner = builder.build_runner(cfg, model, meta, dist, device, train_labels=loader_labels(train_loader),
-                                  budget=budget)
+    meta.class_names, meta.multi_label = classes, multi
+    labels = train_loader.samples.labels if multi else loader_labels(train_loader)
+    runner = builder.build_runner(cfg, model, meta, dist, device, train_labels=labels, budget=budget)
     return cfg, runner, train_loader, val_loader, probed
 
 
@@ -191,24 +195,24 @@ def audit_splits(cfg: dict) -> dict:
 
 
 def _save_data_summary(cfg: dict, classes, train_loader, val_loader) -> None:
-    """``data.json``: images per class in train and val (the readable ones), and the classes each split lacks."""
-    counts = {split: {name: 0 for name in classes} for split in ("train", "val")}
-    for split, loader in (("train", train_loader), ("val", val_loader)):
-        for label in loader_labels(loader):
-            counts[split][classes[label]] += 1
-    missing = {split: missing_classes(loader.samples) for split, loader in (("train", train_loader),
-                                                                            ("val", val_loader))}
+    """``data.json``: images per class in train and val (the readable ones; per rank under torchrun: this rank's
+    share), and the classes each split lacks."""
+    counts = {split: dict(zip(classes, class_counts(loader.samples)))
+              for split, loader in (("train", train_loader), ("val", val_loader))}
+    missing = {split: [name for name, count in counts[split].items() if count == 0] for split in counts}
     save_json({"class_counts": counts, "missing_classes": missing}, files.out(cfg, files.DATA_JSON))
 
 
 def _save_split(cfg: dict, classes, train_loader, val_loader) -> None:
-    """``split.csv`` (image_id,label,split) of a labels-CSV run: resume and evaluate reuse it."""
-    rows = []
+    """``split.csv`` (image_id,label,split; multi-label: image_id,labels,split with '|' between names) of a
+    labels-CSV run: resume and evaluate reuse it."""
+    rows, multi = [], train_loader.samples.multi_label
     for split, loader in (("train", train_loader), ("val", val_loader)):
         samples = loader.samples
-        rows += [(i, classes[label], split) for i, label in zip(image_ids(samples.paths, cfg["train_path"]),
-                                                                samples.labels)]
-    frame = pd.DataFrame(rows, columns=["image_id", "label", "split"])
+        name = (lambda label: joined(label, classes)) if multi else classes.__getitem__
+        rows += [(i, name(label), split) for i, label in zip(image_ids(samples.paths, cfg["train_path"]),
+                                                             samples.labels)]
+    frame = pd.DataFrame(rows, columns=["image_id", "labels" if multi else "label", "split"])
     atomic_write(files.out(cfg, files.SPLIT), lambda tmp: frame.to_csv(tmp, index=False))
 
 

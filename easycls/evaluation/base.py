@@ -13,7 +13,8 @@ from easycls.core.checkpoints import ModelMeta
 from easycls.core.errors import TrainingError
 from easycls.data.images import to_array
 from easycls.data.scan import FailureLog
-from easycls.evaluation.metrics import compute_metrics
+from easycls.evaluation.multilabel import thresholds_for
+from easycls.evaluation.targets import target_kind
 
 
 class Predictor(ABC):
@@ -23,10 +24,16 @@ class Predictor(ABC):
     device: torch.device
     tta: bool = False
     temperature: float = 1.0  # the one applied to the probabilities (calibration)
+    thresholds: Optional[np.ndarray] = None  # multi-label: a class is predicted when its probability reaches these
     run_config: Optional[dict] = None  # the config the model was trained with, when its file holds it
 
+    @property
+    def kind(self):
+        """What the outputs mean: :class:`~easycls.evaluation.targets.SingleLabel` or ``MultiLabel``."""
+        return target_kind(self.meta.multi_label)
+
     def probs(self, images: torch.Tensor) -> torch.Tensor:
-        """Softmax probabilities, averaged with the mirror image's when TTA is on."""
+        """Class probabilities (``kind.activation``), averaged with the mirror image's when TTA is on."""
         probs = self._probs(images)
         if self.tta:
             probs = (probs + self._probs(images.flip(3))) / 2
@@ -71,6 +78,14 @@ class Predictor(ABC):
         if not labels:
             raise TrainingError("no readable images to evaluate")
         y, p = np.concatenate(labels), np.concatenate(probs)
-        metrics = compute_metrics(y, p, self.meta.class_names)
+        metrics = self.kind.metrics(y, p, self.meta.class_names, self.thresholds)
         metrics["unreadable"] = len(failures)
         return {"metrics": metrics, "labels": y, "probs": p, "index": np.concatenate(index), "failures": failures}
+
+
+def applied_thresholds(meta: ModelMeta, cfg: dict, temperature: float) -> Optional[np.ndarray]:
+    """Multi-label: the config's ``threshold`` when it is a number, else the saved per-class thresholds moved to
+    probabilities made at ``temperature``; None for single-label models."""
+    if not meta.multi_label:
+        return None
+    return thresholds_for(meta.thresholds, len(meta.class_names), cfg["threshold"], meta.temperature / temperature)

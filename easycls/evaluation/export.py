@@ -1,8 +1,10 @@
 """Export a checkpoint for use without easycls: ONNX (onnxruntime) and TorchScript, with a parity check.
 
 The exported graph takes float NCHW images in [0, 1] at the checkpoint's size (any batch size), normalises them
-itself and returns class probabilities. The model's metadata (class names, input size, channels, normalisation)
-travels in the file: ONNX ``metadata_props`` and a TorchScript extra file, both under the key ``easycls``.
+itself and returns class probabilities (a softmax, or a sigmoid per class for a multi-label model). The model's
+metadata (class names, input size, channels, normalisation, temperature, and a multi-label model's per-class
+thresholds) travels in the file: ONNX ``metadata_props`` and a TorchScript extra file, both under the key
+``easycls``.
 """
 import json
 import logging
@@ -27,17 +29,19 @@ PARITY_IMAGES = 64
 
 
 class Deployable(nn.Module):
-    """``model`` behind its normalisation and a softmax: [0, 1] images in, probabilities out."""
+    """``model`` behind its normalisation and a softmax (a sigmoid per class when ``multi_label``): [0, 1] images
+    in, probabilities out."""
 
     def __init__(self, model: nn.Module, mean: List[float], std: List[float], channels: int,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, multi_label: bool = False):
         super().__init__()
-        self.model, self.temperature = model, temperature
+        self.model, self.temperature, self.multi_label = model, temperature, multi_label
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).expand(channels).reshape(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).expand(channels).reshape(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model((x - self.mean) / self.std) / self.temperature, dim=1)
+        logits = self.model((x - self.mean) / self.std) / self.temperature
+        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)
 
 
 def _example(model: InferenceModel, batch: int = 2) -> torch.Tensor:
@@ -46,12 +50,14 @@ def _example(model: InferenceModel, batch: int = 2) -> torch.Tensor:
 
 def _deployable(model: InferenceModel) -> Deployable:
     meta = model.meta
-    return Deployable(model.model, meta.mean, meta.std, meta.channels, model.temperature).eval()
+    return Deployable(model.model, meta.mean, meta.std, meta.channels, model.temperature, meta.multi_label).eval()
 
 
 def _metadata(model: InferenceModel) -> str:
-    """The ModelMeta as JSON, with the temperature the graph applies (1.0 when calibrate=False)."""
-    return json.dumps({**model.meta.to_dict(), "temperature": model.temperature})
+    """The ModelMeta as JSON, with the temperature the graph applies (1.0 when calibrate=False) and, for a
+    multi-label model, the thresholds for its probabilities (the config's ``threshold`` when it is a number)."""
+    thresholds = [] if model.thresholds is None else [float(t) for t in model.thresholds]
+    return json.dumps({**model.meta.to_dict(), "temperature": model.temperature, "thresholds": thresholds})
 
 
 def export_onnx(model: InferenceModel, path: str) -> str:

@@ -11,7 +11,7 @@ import torch
 from easycls.core.checkpoints import ModelMeta
 from easycls.core.device import select_device
 from easycls.core.errors import CheckpointError, ConfigError
-from easycls.evaluation.base import Predictor
+from easycls.evaluation.base import Predictor, applied_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class OnnxModel(Predictor):
         self.input = self.session.get_inputs()[0].name
         self.tta = cfg["TTA"]
         self.temperature = _baked_temperature(self.meta, cfg, path)
+        self.thresholds = applied_thresholds(self.meta, cfg, self.temperature)
 
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
         x = images.numpy().astype(np.float32) / 255.0
@@ -62,6 +63,7 @@ class TorchScriptModel(Predictor):
             self.module = torch.jit.load(path, map_location=self.device, _extra_files=extra).eval()
         self.meta, self.tta = _exported_meta(extra[META_KEY], path), cfg["TTA"]
         self.temperature = _baked_temperature(self.meta, cfg, path)
+        self.thresholds = applied_thresholds(self.meta, cfg, self.temperature)
 
     @torch.inference_mode()
     def _probs(self, images: torch.Tensor) -> torch.Tensor:

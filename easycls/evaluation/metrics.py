@@ -4,6 +4,8 @@ from typing import List
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
+from easycls.evaluation.multilabel import format_multilabel_report
+
 
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: List[str]) -> dict:
     """Accuracy, top-k, macro/weighted precision-recall-F1, per-class table and confusion matrix."""
@@ -24,7 +26,9 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: List[str
 
 
 def format_report(metrics: dict) -> str:
-    """A plain-text summary and per-class table, for the terminal."""
+    """A plain-text summary and per-class table, for the terminal (multi-label metrics have their own)."""
+    if metrics.get("multi_label"):
+        return format_multilabel_report(metrics)
     lines = [f"images: {metrics['n_images']}", f"accuracy: {metrics['accuracy']:.4f}"]
     if "top5_accuracy" in metrics:
         lines.append(f"top-5 accuracy: {metrics['top5_accuracy']:.4f}")

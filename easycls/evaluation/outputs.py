@@ -4,7 +4,7 @@ import glob
 import io
 import logging
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -12,8 +12,11 @@ from tqdm import tqdm
 
 from easycls.core import files
 from easycls.core.checkpoints import save_json
+from easycls.core.errors import ConfigError
 from easycls.data.loaders import FileDataset
+from easycls.data.multilabel import joined
 from easycls.data.scan import image_ids
+from easycls.evaluation.multilabel import decide, plot_pr_curves
 from easycls.evaluation.plots import plot_confusion
 from easycls.evaluation.predictor import inference_loader
 
@@ -32,13 +35,59 @@ def write_errors(samples, result: dict, classes, path: str) -> None:
     frame.sort_values("confidence", ascending=False, kind="stable").to_csv(path, index=False)
 
 
+def multilabel_errors(samples, result: dict, classes, thresholds) -> pd.DataFrame:
+    """Every image with a wrong label, the most confident mistake first: its true, predicted, missed and extra
+    labels, the class of its surest wrong decision and that decision's confidence (p for an extra label, 1 - p for
+    a missed one); ``position`` is its row in ``result``."""
+    probs, labels, index = result["probs"], np.asarray(result["labels"]), result["index"]
+    predicted = decide(probs, thresholds)
+    wrong = predicted != labels
+    sure = np.where(wrong, np.where(predicted == 1, probs, 1 - probs), -1.0)
+    rows, worst = np.flatnonzero(wrong.any(axis=1)), sure.argmax(axis=1)
+    names = lambda matrix: [joined(matrix[i], classes) for i in rows]  # noqa: E731
+    frame = pd.DataFrame({"path": [samples.paths[index[i]] for i in rows], "true": names(labels),
+                          "predicted": names(predicted), "missed": names((labels == 1) & (predicted == 0)),
+                          "extra": names((predicted == 1) & (labels == 0)),
+                          "worst_class": [classes[worst[i]] for i in rows], "confidence": sure[rows, worst[rows]],
+                          "position": rows})
+    return frame.sort_values("confidence", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def write_multilabel_outputs(metrics: dict, samples, result: dict, classes, out: str, thresholds) -> None:
+    """``metrics.json``, ``per_class.csv``, ``pr_curves.png`` and ``errors.csv`` of a multi-label evaluation."""
+    os.makedirs(out, exist_ok=True)
+    save_json(metrics, os.path.join(out, "metrics.json"))
+    pd.DataFrame(metrics["per_class"]).to_csv(os.path.join(out, "per_class.csv"), index=False)
+    plot_pr_curves(np.asarray(result["labels"]), result["probs"], classes, os.path.join(out, "pr_curves.png"),
+                   thresholds)
+    errors = multilabel_errors(samples, result, classes, thresholds)
+    errors.drop(columns="position").to_csv(os.path.join(out, "errors.csv"), index=False)
+
+
 def evaluation_heatmaps(model, samples, result: dict, root: str, cfg: dict) -> None:
-    from easycls.evaluation.heatmaps import evaluation_picks
-    index = result["index"]
+    """Grad-CAM of the worst mistakes (and, single-label, of a few right ones per class), for ``heatmap_class``
+    when it names one, else for the predicted class (multi-label: the class of the surest wrong decision)."""
+    from easycls.evaluation.heatmaps import evaluation_picks, flat_name
+    index, classes = result["index"], model.meta.class_names
     ids = image_ids([samples.paths[i] for i in index], root)
-    picks = evaluation_picks(result["labels"], result["probs"], ids, model.meta.class_names, cfg["heatmap_max"])
-    picks = [(index[i], k, name) for i, k, name in picks]  # positions among readable images -> dataset indices
+    if model.kind.multi_label:
+        errors = multilabel_errors(samples, result, classes, model.thresholds).head(cfg["heatmap_max"])
+        picks = [(row.position, classes.index(row.worst_class),
+                  f"wrong_{rank:03d}_{row.worst_class}_{flat_name(ids[row.position])}")
+                 for rank, row in enumerate(errors.itertuples())]
+    else:
+        picks = evaluation_picks(result["labels"], result["probs"], ids, classes, cfg["heatmap_max"])
+    chosen = heatmap_class(cfg, classes)
+    picks = [(index[i], k if chosen is None else chosen, name) for i, k, name in picks]  # -> dataset indices
     write_heatmaps(model, samples, picks, cfg, replaces=("wrong_*", "right_*"))
+
+
+def heatmap_class(cfg: dict, classes) -> Optional[int]:
+    """The class ``heatmap_class`` names (every overlay shows where the model sees it), or None."""
+    name = cfg["heatmap_class"]
+    if name and name not in classes:
+        raise ConfigError(f"heatmap_class {name!r} is not a class of this model; classes: {', '.join(classes)}")
+    return classes.index(name) if name else None
 
 
 def write_heatmaps(model, samples, picks, cfg: dict, replaces: Sequence[str]) -> None:
@@ -78,25 +127,18 @@ def write_predictions(model, samples, cfg: dict, out, progress: bool = True):
     if isinstance(out, (str, os.PathLike)):
         with open(out, "wb", buffering=0) as handle:  # one write per batch: a kill leaves whole rows
             return write_predictions(model, samples, cfg, handle, progress)
-    classes = model.meta.class_names
+    classes, kind = model.meta.class_names, model.kind
     ids = image_ids(samples.paths, cfg["test_path"])
-    header = ["image_id", "label", "class_name", "confidence", "status"]
-    header += [f"prob_{c}" for c in classes] if cfg["save_probs"] else []
+    header = kind.prediction_header(classes, cfg)
     loader = inference_loader(samples, model, cfg)
     failed = 0
     out.write(_csv_rows([header]))
     for index, probs, failures in tqdm(model.predict_batches(loader), total=len(loader), desc="predict",
                                        dynamic_ncols=True, disable=not progress):
-        rows = [_prediction_row(ids[i], p, classes, cfg) for i, p in zip(index, probs)]
-        rows += [[ids[i], "", "", "", f"error: {reason}"] for i, reason in failures]
+        rows = [kind.prediction_row(ids[i], p, classes, cfg, model.thresholds) for i, p in zip(index, probs)]
+        rows += [kind.error_row(ids[i], reason, classes) for i, reason in failures]
         failed += len(failures)
         order = np.argsort(np.concatenate([index, [i for i, _ in failures]]), kind="stable")
         out.write(_csv_rows([rows[k] for k in order]))
     return len(ids), failed
 
-
-def _prediction_row(image_id: str, probs: np.ndarray, classes, cfg: dict) -> list:
-    label = int(probs.argmax())
-    status = "rejected" if probs[label] < cfg["reject_threshold"] else "ok"
-    row = [image_id, label, classes[label], f"{probs[label]:.6f}", status]
-    return row + [f"{p:.6f}" for p in probs] if cfg["save_probs"] else row

@@ -11,7 +11,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 
-def _figure(size) -> Figure:
+def new_figure(size) -> Figure:
+    """A matplotlib figure of ``size`` inches on its own Agg canvas."""
     fig = Figure(figsize=size)
     FigureCanvasAgg(fig)
     return fig
@@ -19,7 +20,7 @@ def _figure(size) -> Figure:
 
 def plot_curves(history: List[dict], path: str, keys: Sequence[str], ylabel: str) -> None:
     """One line per ``keys`` entry against the epoch number."""
-    fig = _figure((6, 4))
+    fig = new_figure((6, 4))
     ax = fig.subplots()
     epochs = [row["epoch"] for row in history]
     for key in keys:
@@ -36,7 +37,7 @@ def plot_lr_time(actual: Sequence[Tuple[float, float]], planned: Sequence[Tuple[
                  epoch_starts: Sequence[float], budget: float, training_end: float, path: str) -> None:
     """A time budget's learning rate against seconds since its clock started: as planned when training began and
     as applied batch by batch, with the epochs' starts, the planned end of training and the deadline."""
-    fig = _figure((7, 4))
+    fig = new_figure((7, 4))
     ax = fig.subplots()
     for start in epoch_starts:
         ax.axvline(start, color="0.85", linewidth=0.8)
@@ -64,7 +65,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]], class_names: List[str], path
         cm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     n = len(class_names)
     size = min(4 + 0.5 * n, 20)
-    fig = _figure((size, size))
+    fig = new_figure((size, size))
     ax = fig.subplots()
     image = ax.imshow(cm, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046)
@@ -86,7 +87,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]], class_names: List[str], path
 
 def plot_lr_find(frame, path: str, suggestion=None) -> None:
     """The range test's loss (raw and smoothed) against a log learning-rate axis, with the suggestion marked."""
-    fig = _figure((6, 4))
+    fig = new_figure((6, 4))
     ax = fig.subplots()
     ax.plot(frame["lr"], frame["loss"], alpha=0.3, label="loss")
     ax.plot(frame["lr"], frame["smoothed_loss"], label="smoothed loss")
@@ -106,7 +107,7 @@ def plot_lr_find(frame, path: str, suggestion=None) -> None:
 def plot_reliability(probs: np.ndarray, labels: np.ndarray, temperature: float, path: str) -> None:
     """Reliability diagram: accuracy against confidence per bin, with and without the calibration temperature."""
     from easycls.evaluation.calibration import reliability, soften
-    fig = _figure((5, 5))
+    fig = new_figure((5, 5))
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
     curves = [("calibrated (T=%.2f)" % temperature, probs)]
@@ -129,7 +130,7 @@ def plot_reliability(probs: np.ndarray, labels: np.ndarray, temperature: float, 
 def plot_preview(images: np.ndarray, titles: List[str], path: str, columns: int = 8) -> None:
     """A grid of uint8 ``(N, H, W, C)`` images, each with its title."""
     rows = -(-len(images) // columns)
-    fig = _figure((columns * 1.3, rows * 1.5))
+    fig = new_figure((columns * 1.3, rows * 1.5))
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
     for ax in axes:
         ax.axis("off")

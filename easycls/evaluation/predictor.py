@@ -11,6 +11,7 @@ import logging
 import os
 from typing import AbstractSet, List, Optional
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from easycls.core.errors import ConfigError
 from easycls.data.images import image_size
 from easycls.data.loaders import FileDataset, PrefetchLoader, Preprocessor
 from easycls.data.scan import Samples
-from easycls.evaluation.base import Predictor
+from easycls.evaluation.base import Predictor, applied_thresholds
 from easycls.evaluation.exported import (
     META_KEY,
     OnnxModel,
@@ -37,8 +38,8 @@ from easycls.models.auto import AUTO
 log = logging.getLogger(__name__)
 
 __all__ = ["META_KEY", "Ensemble", "InferenceModel", "OnnxModel", "Predictor", "TorchScriptModel", "adapt_images",
-           "checkpoint_path", "inference_loader", "load_one", "load_predictor", "model_paths", "onnx_device",
-           "onnx_providers", "report_conflicts", "require_extra"]
+           "applied_thresholds", "checkpoint_path", "inference_loader", "load_one", "load_predictor", "model_paths",
+           "onnx_device", "onnx_providers", "report_conflicts", "require_extra"]
 
 
 class InferenceModel(Predictor):
@@ -50,10 +51,10 @@ class InferenceModel(Predictor):
 
     def __init__(self, model: nn.Module, meta: ModelMeta, preprocess: Preprocessor,
                  amp_dtype: Optional[torch.dtype] = None, tta: bool = False, temperature: float = 1.0,
-                 net: Optional[nn.Module] = None):
+                 thresholds: Optional[np.ndarray] = None, net: Optional[nn.Module] = None):
         self.model, self.meta, self.preprocess = model.eval(), meta, preprocess
         self.net = model if net is None else net
-        self.amp_dtype, self.tta, self.temperature = amp_dtype, tta, temperature
+        self.amp_dtype, self.tta, self.temperature, self.thresholds = amp_dtype, tta, temperature, thresholds
         self.device = preprocess.device
 
     @classmethod
@@ -70,7 +71,7 @@ class InferenceModel(Predictor):
         preprocess = Preprocessor(meta.mean, meta.std, meta.channels, device, cfg["channels_last"])
         temperature = meta.temperature if cfg["calibrate"] else 1.0
         loaded = cls(model, meta, preprocess, resolve_amp(cfg["amp"], device), cfg["TTA"], temperature,
-                     torch.compile(model) if cfg["compile"] else None)
+                     applied_thresholds(meta, cfg, temperature), torch.compile(model) if cfg["compile"] else None)
         loaded.run_config = state.get("config")
         return loaded
 
@@ -84,7 +85,7 @@ class InferenceModel(Predictor):
             return self.net(x).float()
 
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
-        return F.softmax(self.logits(images) / self.temperature, dim=1)
+        return self.kind.activation(self.logits(images) / self.temperature)
 
 
 class Ensemble(Predictor):
@@ -93,17 +94,18 @@ class Ensemble(Predictor):
     converted per member."""
 
     def __init__(self, members: List[Predictor], paths: List[str]):
-        names = [m.meta.class_names for m in members]
+        names = [(m.meta.class_names, m.meta.multi_label) for m in members]
         if any(n != names[0] for n in names):
             odd = next(p for p, n in zip(paths, names) if n != names[0])
-            raise ConfigError(f"cannot ensemble: {odd} has classes {names[paths.index(odd)]} but {paths[0]} has "
-                              f"{names[0]}")
+            raise ConfigError(f"cannot ensemble: {odd} has (classes, multi_label) {names[paths.index(odd)]} but "
+                              f"{paths[0]} has {names[0]}")
         self.members, first = members, members[0].meta
         size = max((m.meta.img_size for m in members), key=lambda hw: hw[0] * hw[1])
         channels = max(m.meta.channels for m in members)
         self.meta = ModelMeta("ensemble of " + ", ".join(m.meta.model_name for m in members), first.class_names,
-                              list(size), channels, first.mean, first.std)
+                              list(size), channels, first.mean, first.std, multi_label=first.multi_label)
         self.device = members[0].device
+        self.thresholds = np.mean([m.thresholds for m in members], axis=0) if first.multi_label else None
 
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
         return torch.stack([m.probs(adapt_images(images, m.meta)).cpu().float() for m in self.members]).mean(0)

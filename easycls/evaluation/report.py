@@ -106,6 +106,8 @@ def _evaluation(save_dir: str) -> List[str]:
     metrics = _read_json(os.path.join(eval_dir, "metrics.json"))
     if not metrics:
         return ["<h2>Evaluation</h2><p class='muted'>Not evaluated yet: run <code>python evaluate.py</code>.</p>"]
+    if metrics.get("multi_label"):
+        return _multilabel_evaluation(eval_dir, metrics) + _errors(save_dir)
     out = [f"<h2>Evaluation</h2><p>{metrics['n_images']} images of <code>{html.escape(metrics.get('path', ''))}"
            f"</code>: accuracy <b>{metrics['accuracy']:.4f}</b>, macro F1 {metrics['macro']['f1']:.4f}"
            f" ({metrics.get('seconds', 0):.1f} s).</p>" + _scored_with(metrics),
@@ -130,6 +132,22 @@ def _scored_with(metrics: dict) -> str:
             f"{'on' if metrics.get('TTA') else 'off'}; calibration {calibration}.</p>")
 
 
+def _multilabel_evaluation(eval_dir: str, metrics: dict) -> List[str]:
+    """A multi-label model's scores: mAP, samples-F1, exact match, Hamming loss, OF1 and CF1, per class, PR curves."""
+    m_ap = "n/a" if metrics["mAP"] is None else f"{metrics['mAP']:.4f}"
+    out = [f"<h2>Evaluation</h2><p>{metrics['n_images']} images of <code>{html.escape(metrics.get('path', ''))}"
+           f"</code> ({metrics['labels_per_image']:.2f} labels per image): mAP <b>{m_ap}</b>, samples-F1 <b>"
+           f"{metrics['samples_f1']:.4f}</b>, exact match {metrics['exact_match']:.4f}, Hamming loss "
+           f"{metrics['hamming_loss']:.4f}, micro F1 (OF1) {metrics['micro']['f1']:.4f}, macro F1 (CF1) "
+           f"{metrics['macro']['f1']:.4f}; thresholds: {html.escape(str(metrics.get('threshold', 'tuned')))}.</p>",
+           _table(pd.DataFrame(metrics["per_class"]))]
+    if "ece" in metrics:
+        out.append(f"<h2>Calibration</h2><p>Temperature {metrics['temperature']:.3f}; per-slot expected calibration "
+                   f"error {metrics['ece_uncalibrated']:.4f} without it, {metrics['ece']:.4f} with it.</p>")
+    return out + ['<div class="pics">' + _img(os.path.join(eval_dir, "pr_curves.png"), "precision-recall curves")
+                  + "</div>"]
+
+
 def _errors(save_dir: str) -> List[str]:
     path = os.path.join(save_dir, files.EVAL_DIR, "errors.csv")
     if not os.path.isfile(path):
@@ -143,8 +161,9 @@ def _errors(save_dir: str) -> List[str]:
     for rank, row in enumerate(worst.itertuples()):
         heat = [n for n in overlays if n.startswith(f"wrong_{rank:03d}_")]
         picture = _thumbnail(row.path) + (_img(os.path.join(heat_dir, heat[0]), "Grad-CAM", 96) if heat else "")
-        figures.append(f"<figure>{picture}<figcaption>{html.escape(str(row.true))} taken for "
-                       f"{html.escape(str(row.predicted))} ({row.confidence:.2f})</figcaption></figure>")
+        true, predicted = ("(none)" if pd.isna(v) or v == "" else str(v) for v in (row.true, row.predicted))
+        figures.append(f"<figure>{picture}<figcaption>{html.escape(true)} taken for {html.escape(predicted)} "
+                       f"({row.confidence:.2f})</figcaption></figure>")
     return [f"<h2>Worst errors</h2><p>The {len(worst)} most confident mistakes" +
             (" with their Grad-CAM heatmaps" if os.path.isdir(heat_dir) else "") + ".</p>",
             '<div class="errors">' + "".join(figures) + "</div>"]

@@ -19,8 +19,10 @@ from easycls.engine.hooks.training import (
                                        EMAHook,
                                        FreezeHook,
                                        ParamSchedulerHook,
+                                       ThresholdHook,
 )
 
 __all__ = ["EVENTS", "HOOKS", "Hook", "HookList", "build_hook", "check_custom_hooks", "list_hooks", "register_hook",
            "DataPreviewHook", "LoggerHook", "ReportHook", "TensorBoardHook", "require_tensorboard",
-           "CalibrationHook", "CheckpointHook", "EarlyStopHook", "EMAHook", "FreezeHook", "ParamSchedulerHook"]
+           "CalibrationHook", "CheckpointHook", "EarlyStopHook", "EMAHook", "FreezeHook", "ParamSchedulerHook",
+           "ThresholdHook"]

@@ -2,7 +2,7 @@
 import logging
 import math
 import time
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 import pandas as pd
 import torch
@@ -62,7 +62,7 @@ class LoggerHook(Hook):
         frame = pd.DataFrame(runner.history)
         atomic_write(files.out(runner.cfg, files.RESULTS), lambda tmp: frame.to_csv(tmp, index=False))
         plot_curves(runner.history, files.out(runner.cfg, files.LOSS_PLOT), ["train_loss", "val_loss"], "loss")
-        acc_keys = ["train_acc", "val_acc"] + (["val_f1"] if "val_f1" in frame else [])
+        acc_keys = ["train_acc", "val_acc"] + [k for k in ("val_f1", "val_mAP") if k in frame]
         plot_curves(runner.history, files.out(runner.cfg, files.ACC_PLOT), acc_keys, "accuracy")
 
 
@@ -126,7 +126,8 @@ class DataPreviewHook(Hook):
         x = outputs["inputs"][: self.count].detach().float().cpu() * std + mean
         images = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         path = files.out(runner.cfg, files.DATA_PREVIEW)
-        plot_preview(images, [_title(t, meta.class_names) for t in outputs["targets"][: self.count].cpu()], path)
+        titles = [runner.kind.describe(t, meta.class_names) for t in outputs["targets"][: self.count].cpu()]
+        plot_preview(images, titles, path)
         log.info("wrote %s", path)
         self.done = True
 
@@ -135,16 +136,6 @@ class DataPreviewHook(Hook):
 
     def load_state_dict(self, state: dict) -> None:
         self.done = state["done"]
-
-
-def _title(target: torch.Tensor, classes: List[str]) -> str:
-    """A class name, or the two largest shares of a soft (mixed) target."""
-    if not target.is_floating_point():
-        return classes[int(target)]
-    share, index = target.topk(2)
-    if share[1] < 0.05:  # smoothing only: one class
-        return classes[int(index[0])]
-    return "\n".join(f"{classes[int(i)]} {float(p):.2f}" for p, i in zip(share, index))
 
 
 @register_hook

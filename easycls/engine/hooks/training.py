@@ -1,5 +1,5 @@
 """Hooks that change what is trained or kept: freezing, EMA, the LR schedule, early stop, checkpoints,
-calibration."""
+calibration and multi-label thresholds."""
 import logging
 from typing import Optional
 
@@ -9,7 +9,7 @@ from easycls.core.distributed import all_gather_rows
 from easycls.core.errors import ConfigError
 from easycls.engine.hooks.base import Hook, register_hook
 from easycls.engine.tracking import MONITORS, CheckpointSaver, EarlyStopper
-from easycls.evaluation.calibration import fit_temperature
+from easycls.evaluation.multilabel import tune_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +111,31 @@ class CalibrationHook(Hook):
     def after_val_epoch(self, runner, metrics) -> None:
         logits, labels = gathered_val_outputs(runner)
         if len(labels):
-            runner.meta.temperature = fit_temperature(logits, labels)
+            runner.meta.temperature = runner.kind.fit_temperature(logits, labels)
 
     def after_run(self, runner) -> None:
         log.info("calibration: temperature %.3f fitted on the last epoch's validation set (best.pth has the one of "
                  "its epoch)", runner.meta.temperature)
+
+
+@register_hook
+class ThresholdHook(Hook):
+    """Multi-label: after each validation (and its temperature), tunes a threshold per class on the validation
+    probabilities, the one maximising that class's F1, into the model's metadata, so ``best.pth`` carries the
+    thresholds of its own epoch; evaluate, predict and export apply them unless ``threshold`` is a number."""
+
+    priority = 75
+
+    def after_val_epoch(self, runner, metrics) -> None:
+        logits, labels = gathered_val_outputs(runner)  # every rank's, so every rank tunes the same thresholds
+        if len(labels):
+            temperature = runner.meta.temperature if runner.cfg["calibrate"] else 1.0
+            probs = torch.sigmoid(logits.float() / temperature).cpu().numpy()
+            runner.meta.thresholds = tune_thresholds(labels.cpu().numpy(), probs)
+
+    def after_run(self, runner) -> None:
+        log.info("thresholds per class, tuned on the last epoch's validation set (best.pth has those of its epoch): "
+                 "%s", ", ".join(f"{c} {t:.2f}" for c, t in zip(runner.meta.class_names, runner.meta.thresholds)))
 
 
 @register_hook
@@ -155,5 +175,6 @@ def gathered_val_outputs(runner):
         logits, labels = (torch.cat(parts) for parts in zip(*runner.val_outputs))
     else:
         logits = torch.zeros(0, len(runner.meta.class_names), device=runner.device)
-        labels = torch.zeros(0, dtype=torch.long, device=runner.device)
+        shape = (0, len(runner.meta.class_names)) if runner.meta.multi_label else (0,)
+        labels = torch.zeros(shape, dtype=torch.long, device=runner.device)
     return all_gather_rows(logits, runner.dist), all_gather_rows(labels, runner.dist)
