@@ -105,6 +105,7 @@ def place_model(model: nn.Module, cfg: dict, device: torch.device, dist: DistInf
 def build_hooks(cfg: dict, budget: Optional[TimeBudget] = None, multi_label: bool = False) -> List[Hook]:
     """The built-in hooks a config asks for (and a multi-label model needs), followed by its ``custom_hooks``; with
     a time ``budget`` its :class:`BudgetHook` sets the learning rate instead of the per-epoch ParamSchedulerHook."""
+    cfg = resolve_monitor(cfg, multi_label)  # monitor='auto' names the metric of the data's kind
     schedule = BudgetHook(budget) if budget is not None else ParamSchedulerHook()
     hooks = [schedule, EarlyStopHook(cfg["monitor"], cfg["early_stop_patience"]),
              LoggerHook(status=schedule.status if budget is not None else None),
