@@ -131,7 +131,8 @@ SCHEMA: Dict[str, Key] = {
     "audit": Key(False, _is(bool), BOOL),
     "label_type": Key("DIR", _choice("DIR", "CSV"), "'DIR' (one sub-folder per class) or 'CSV' (label_path)"),
     "label_path": Key("", _is(str), "'' or a CSV file of image_id,label[,split], or multi-label image_id,labels"
-                                    "[,split] ('|' between names) or image_id then one 0/1 column per class"),
+                                    "[,split] (names joined by a vertical bar) or image_id then one 0/1 column per "
+                                    "class"),
     "multi_label": Key(None, lambda v: v is None or isinstance(v, bool),
                        "None (as label_path's form says), True (several labels per image, also from a label column) "
                        "or False"),
