@@ -1,4 +1,5 @@
 """Shared fixtures: tiny generated image folders, the real digits data, and a fast config."""
+import logging
 import os
 import subprocess
 import sys
@@ -41,6 +42,22 @@ def make_tiny_data(root):
 @pytest.fixture
 def tiny_data(tmp_path):
     return make_tiny_data(tmp_path)
+
+
+@pytest.fixture
+def easycls_log():
+    """The messages the library logs during the test, at INFO and above. The ``easycls`` logger itself, since once
+    a command has run in this process it no longer propagates to pytest's handlers."""
+    messages = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("easycls")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield messages
+    logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 def tiny_cfg(data, save_dir, **extra):

@@ -1,10 +1,11 @@
 """Checkpoint files: atomic writes, damaged files, no code execution, safetensors."""
 import json
 import os
+import shutil
 
 import pytest
 import torch
-from conftest import cfg_overrides, resumable_cfg, run_script
+from conftest import cfg_overrides, make_tiny_data, resumable_cfg
 
 from easycls.cli.inference import evaluate_main, predict_main
 from easycls.cli.train import train_main
@@ -27,14 +28,27 @@ def test_crash_or_full_disk_during_save_keeps_the_old_file(tmp_path, monkeypatch
     assert os.listdir(tmp_path) == ["last.pth"]  # no temp file left behind
 
 
-def test_truncated_last_pth_is_a_one_line_error(tiny_data, tmp_path):
-    cfg = resumable_cfg(tiny_data, tmp_path / "o", epochs=1)
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One 2-epoch run (best.pth, best.safetensors, last.pth); tests that change files work on a copy."""
+    root = tmp_path_factory.mktemp("ckpt")
+    data = make_tiny_data(root)
+    cfg = resumable_cfg(data, root / "o", epochs=2)
     assert train_main(cfg_overrides(cfg)) == 0
+    return data, cfg
+
+
+def test_truncated_last_pth_is_a_one_line_error(trained, tmp_path, capsys):
+    data, cfg = trained
+    shutil.copytree(cfg["save_dir"], tmp_path / "o")
+    cfg = {**cfg, "save_dir": str(tmp_path / "o")}
     last = tmp_path / "o" / "last.pth"
     last.write_bytes(last.read_bytes()[:1000])
-    result = run_script("train.py", *cfg_overrides({**cfg, "epochs": 2, "resume": True}))
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # besides progress bars
+    capsys.readouterr()
+    assert train_main(cfg_overrides({**cfg, "epochs": 3, "resume": True})) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]  # besides progress bars
     assert len(errors) == 1 and f"{last} is damaged or truncated" in errors[0]
 
 
@@ -62,16 +76,16 @@ def test_code_in_a_checkpoint_never_runs(tiny_data, tmp_path, capsys):
     assert not marker.exists()
 
 
-def test_safetensors_pair_evaluates_like_the_pth(tiny_data, tmp_path):
-    cfg = resumable_cfg(tiny_data, tmp_path / "o", epochs=2)
-    assert train_main(cfg_overrides(cfg)) == 0
+def test_safetensors_pair_evaluates_like_the_pth(trained, tmp_path):
+    data, cfg = trained
     results = []
     for name in ("best.pth", "best.safetensors"):
-        extra = {"model_path": str(tmp_path / "o" / name), "eval_path": str(tiny_data / "test")}
+        extra = {"model_path": os.path.join(cfg["save_dir"], name), "eval_path": str(data / "test"),
+                 "save_dir": str(tmp_path / name)}
         assert evaluate_main(cfg_overrides({**cfg, **extra})) == 0
-        results.append(json.load(open(tmp_path / "o" / "eval" / "metrics.json")))
+        results.append(json.load(open(tmp_path / name / "eval" / "metrics.json")))
     for result in results:
         result.pop("seconds")  # evaluation time, and the file scored: the fields that may differ
         assert result.pop("model_path").endswith((".pth", ".safetensors"))
     assert results[0] == results[1]
-    assert json.load(open(tmp_path / "o" / "best.json"))["class_names"] == ["left", "middle", "right"]
+    assert json.load(open(os.path.join(cfg["save_dir"], "best.json")))["class_names"] == ["left", "middle", "right"]

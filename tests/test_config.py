@@ -69,14 +69,6 @@ def test_every_key_is_in_the_root_config():
     assert [key for key in SCHEMA if f"    {key}=" not in config_text] == []  # docs/config.md: tests/test_docs.py
 
 
-def test_every_key_is_read_by_the_code():
-    import pathlib
-    source = "".join(p.read_text() for p in pathlib.Path(__file__).parent.parent.joinpath("easycls").rglob("*.py")
-                     if p.parent.name != "config")
-    unread = [k for k in SCHEMA if f'"{k}"' not in source]
-    assert unread == []
-
-
 # ----------------------------------------------------------------------------- _base_ inheritance
 def write(path, text):
     path.parent.mkdir(parents=True, exist_ok=True)

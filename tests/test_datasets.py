@@ -15,22 +15,28 @@ def counts(root):
     return {split: sum(len(files) for _, _, files in os.walk(root / split)) for split in ("train", "val", "test")}
 
 
-def test_digits_writes_every_image_once(tmp_path):
-    assert main(["digits", str(tmp_path / "d")]) == 0
-    n = counts(tmp_path / "d")
-    assert sum(n.values()) == 1797 and n["test"] == 270 and sorted(os.listdir(tmp_path / "d" / "train")) == \
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """``python -m easycls.datasets digits <folder>``, run once for the module."""
+    root = tmp_path_factory.mktemp("digits") / "d"
+    assert main(["digits", str(root)]) == 0
+    return root
+
+
+def test_digits_writes_every_image_once(digits):
+    n = counts(digits)
+    assert sum(n.values()) == 1797 and n["test"] == 270 and sorted(os.listdir(digits / "train")) == \
         [str(d) for d in range(10)]
 
 
-def test_digits_command_writes_the_split_a_first_training_run_writes(tmp_path, monkeypatch):
+def test_digits_command_writes_the_split_a_first_training_run_writes(digits, tmp_path, monkeypatch):
     from easycls.config.schema import defaults
     from easycls.engine.training import ensure_builtin_data
-    assert main(["digits", str(tmp_path / "command")]) == 0
     monkeypatch.chdir(tmp_path)
     ensure_builtin_data(defaults())  # what `python train.py` does first with the default config
     for split in ("train", "val", "test"):
         files = lambda root: sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))  # noqa: E731
-        first, second = tmp_path / "command" / split, tmp_path / "data" / "digits" / split
+        first, second = digits / split, tmp_path / "data" / "digits" / split
         assert files(first) == files(second)
         for name in files(first)[:20]:
             assert (first / name).read_bytes() == (second / name).read_bytes()

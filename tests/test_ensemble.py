@@ -15,8 +15,8 @@ def members(tmp_path_factory):
     from conftest import make_tiny_data
     root = tmp_path_factory.mktemp("ens")
     data = make_tiny_data(root)
-    runs = {"a": dict(epochs=2), "b": dict(epochs=2, random_seed=7, model_name="test_efficientnet"),
-            "rgb": dict(epochs=2, channels=3, target_img_size=[20, 20])}
+    runs = {"a": dict(epochs=1), "b": dict(epochs=1, random_seed=7, model_name="test_efficientnet"),
+            "rgb": dict(epochs=1, channels=3, target_img_size=[20, 20])}
     for name, extra in runs.items():
         assert train_main(cfg_overrides(tiny_cfg(data, root / name, **extra))) == 0
     return root, data

