@@ -48,7 +48,8 @@ def with_class_number(cfg: dict) -> dict:
     if isinstance(weights, (list, tuple)) and len(weights) != number:
         raise ConfigError(f"class_weight has {len(weights)} values but the data has {number} classes; give one "
                           f"weight per class, or 'balanced'")
-    return {**cfg, "class_number": number}
+    cfg["class_number"] = number  # in place: the run's own config, so config.json records the number
+    return cfg
 
 
 def missing_classes(samples: Samples) -> List[str]:

@@ -107,4 +107,5 @@ def resolve_monitor(cfg: dict, multi_label: bool) -> dict:
     elif monitor == "val_mAP" and not multi_label:
         raise ConfigError("monitor='val_mAP' scores multi-label models; this data has one label per image: use "
                           "val_acc, val_f1 or val_loss")
-    return {**cfg, "monitor": monitor}
+    cfg["monitor"] = monitor  # in place: the run's own config, so config.json records the metric used
+    return cfg
