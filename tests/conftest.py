@@ -44,6 +44,16 @@ def tiny_data(tmp_path):
     return make_tiny_data(tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def _easycls_loggers_enabled():
+    """Every test starts with the library's loggers on. import-linter's ``lint_imports`` (test_layout.py) runs
+    ``logging.config.dictConfig``, which disables every logger that exists then: the library's would stay silent
+    for the rest of the session, and a later test reading a log line would fail only in the whole suite."""
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.split(".")[0] == "easycls" and isinstance(logger, logging.Logger):
+            logger.disabled = False
+
+
 @pytest.fixture
 def easycls_log():
     """The messages the library logs during the test, at INFO and above. The ``easycls`` logger itself, since once

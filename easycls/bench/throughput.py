@@ -115,7 +115,7 @@ class Measure:
         self.runner.model.train()
         steps = len(self.train_loader)
         return len(self.x) * steps / timed(lambda: self.runner.stepper(self.runner._net, self.x, self.y),
-                                               self.runner.device, steps)
+                                           self.runner.device, steps)
 
     def pure_predict(self) -> float:
         runner = self.runner
