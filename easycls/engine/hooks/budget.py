@@ -85,8 +85,9 @@ class BudgetHook(Hook):
         if budget.over(ahead=budget.writes + budget.look_ahead()) and not runner.stop_training:
             runner.stop_training = True
             if runner.dist.is_main:
-                log.info("time budget: stopping after epoch %d at %.1f s; the training time ends at %.1f s",
-                         runner.epoch + 1, budget.elapsed(), budget.training_end() - budget.started)
+                log.info("time budget: no training time left for another epoch after epoch %d (%.1f s after the "
+                         "start; training ends at %.1f s)", runner.epoch + 1, budget.elapsed(),
+                         budget.training_end() - budget.started)
 
     def after_run(self, runner) -> None:
         if not runner.dist.is_main or not self.actual:
