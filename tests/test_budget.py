@@ -175,6 +175,21 @@ def test_progress_is_the_share_of_training_time_or_of_batches_whichever_is_furth
     assert not budget.over() and budget.over(ahead=budget.training_end())
 
 
+def test_a_new_measurement_replans_the_rest_without_a_jump():
+    clock = FakeClock(0.0)
+    budget = TimeBudget(100.0, started=0.0, clock=clock)
+    budget.start(done=0, total=10 ** 6)
+    clock.now = budget.training_end() / 2
+    assert budget.progress() == pytest.approx(0.5)
+    budget.record("val", 10.0)  # validation is slower than estimated: training must end 11.5 s sooner
+    assert budget.progress() == pytest.approx(0.5)  # the rate goes on from where it was
+    half_way = clock.now + (budget.training_end() - clock.now) / 2
+    clock.now = half_way
+    assert budget.progress() == pytest.approx(0.75)
+    clock.now = budget.training_end()
+    assert budget.progress() == pytest.approx(1.0)
+
+
 def test_a_resumed_run_continues_the_schedule_over_its_new_budget():
     before = TimeBudget(50.0, started=0.0, clock=FakeClock(0.0))
     before.reached = 0.6

@@ -7,6 +7,7 @@ end early enough for the last validation, calibration, checkpoint writes, the re
 """
 import logging
 import time
+from collections import deque
 from typing import Callable, Optional
 
 import torch
@@ -50,7 +51,9 @@ class TimeBudget:
     again for what follows the last epoch (``lr.png``, ``report.html``: about as much writing) and the exit.
     Progress, in [0, 1], is the share of the training time spent (from the first batch to :meth:`training_end`)
     or of the epochs' batches done, whichever is further, so the schedule ends with the budget or the last epoch,
-    whichever comes first. A resumed run's progress starts at ``progress_start``, where the earlier one stopped.
+    whichever comes first. When a measurement moves the training end, the rest of the schedule is planned over the
+    time then left, from the progress reached: the learning rate never jumps. A resumed run's progress starts
+    where the earlier run's stopped.
     """
 
     def __init__(self, seconds: float, started: float, dist: Optional[DistInfo] = None,
@@ -59,9 +62,10 @@ class TimeBudget:
         self.dist = dist or DistInfo()
         self.device = torch.device("cpu")  # where the ranks' agreement is all-reduced: the runner's device
         self.val, self.writes, self.measured = 0.0, WRITE_SECONDS, set()
-        self.batch_seconds = 0.0
+        self.batch_seconds, self.recent = 0.0, deque(maxlen=8)  # mean and last few seconds a training batch
         self.train_start: Optional[float] = None
-        self.done, self.total, self.progress_start, self.reached = 0, 1, 0.0, 0.0
+        self.done, self.total, self.reached = 0, 1, 0.0
+        self._anchor = (0.0, 0.0, 0.0)  # (time, progress, training end) the time progress is planned from
         self._last_tick: Optional[float] = None
 
     def now(self) -> float:
@@ -97,11 +101,19 @@ class TimeBudget:
     def start(self, done: int, total: int) -> None:
         """The first batch, with ``done`` of the epochs' ``total`` batches behind it (a resume)."""
         self.train_start, self.done, self.total = self.now(), done, max(1, total)
+        self.continue_from(self.reached)
+
+    def continue_from(self, progress: float) -> None:
+        """Plan the rest of the schedule, from ``progress``, over the training time left from now."""
+        self.reached = progress
+        self._anchor = (self.now(), progress, self.training_end())
 
     def progress(self) -> float:
         """The share of the run done, in [0, 1]; it never goes back."""
-        span = max(self.training_end() - self.train_start, 1e-6)
-        by_time = self.progress_start + (1 - self.progress_start) * (self.now() - self.train_start) / span
+        if self._anchor[2] != self.training_end():  # a new measurement moved the end
+            self.continue_from(self.reached)
+        since, start, end = self._anchor
+        by_time = start + (1 - start) * (self.now() - since) / max(end - since, 1e-6)
         self.reached = min(1.0, max(self.reached, by_time, self.done / self.total))
         return self.reached
 
@@ -111,15 +123,17 @@ class TimeBudget:
         if self._last_tick is not None:
             took = now - self._last_tick
             self.batch_seconds = took if not self.batch_seconds else 0.8 * self.batch_seconds + 0.2 * took
+            self.recent.append(took)
         self._last_tick = now
         progress = self.progress()
         self.done += 1
         return progress
 
     def look_ahead(self) -> float:
-        """How far ahead the deadline is checked: one batch, or under torchrun the ``SYNC_EVERY`` batches until the
-        ranks next agree."""
-        return self.batch_seconds * (SYNC_EVERY if self.dist.enabled else 1)
+        """How far ahead the deadline is checked: one batch (the slowest of the last few, on a machine that others
+        share), or under torchrun the ``SYNC_EVERY`` batches until the ranks next agree."""
+        batch = max(self.recent, default=self.batch_seconds)
+        return batch * (SYNC_EVERY if self.dist.enabled else 1)
 
     def pause(self) -> None:
         """The epoch's training ended: the next batch's time is not measured from here."""

@@ -55,7 +55,7 @@ class BudgetHook(Hook):
         """The learning rate against time as planned now: the schedule over the training time left."""
         budget, scheduler = self.budget, self.scheduler
         begin, span = budget.train_start - budget.started, budget.training_end() - budget.train_start
-        start, base = budget.progress_start, scheduler.base_lrs[0]
+        start, base = budget.reached, scheduler.base_lrs[0]
         shares = [i / PLAN_POINTS for i in range(PLAN_POINTS + 1)]
         return [(begin + f * span, base * scheduler.factor(start + (1 - start) * f)) for f in shares]
 
@@ -85,8 +85,9 @@ class BudgetHook(Hook):
         if budget.over(ahead=budget.writes + budget.look_ahead()) and not runner.stop_training:
             runner.stop_training = True
             if runner.dist.is_main:
-                log.info("time budget: stopping after epoch %d at %.1f s; the training time ends at %.1f s",
-                         runner.epoch + 1, budget.elapsed(), budget.training_end() - budget.started)
+                log.info("time budget: no training time left for another epoch after epoch %d (%.1f s after the "
+                         "start; training ends at %.1f s)", runner.epoch + 1, budget.elapsed(),
+                         budget.training_end() - budget.started)
 
     def after_run(self, runner) -> None:
         if not runner.dist.is_main or not self.actual:
@@ -104,6 +105,6 @@ class BudgetHook(Hook):
 
     def load_state_dict(self, state: dict) -> None:
         """A resumed run continues the schedule from where it stopped, over this run's budget."""
-        self.budget.progress_start = self.budget.reached = state["progress"]
+        self.budget.continue_from(state["progress"])
         if self.scheduler is not None:
             self.planned = self._plan()
