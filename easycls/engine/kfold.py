@@ -2,12 +2,14 @@
 training image, a summary, and a ranking of the images whose given label is most likely wrong.
 
 The fold of each image comes from one function, :func:`assign_folds`: a seeded, stratified split in which the
-audit's exact duplicates count as one image, so the copies of an image share a fold (saved as ``folds.csv``). Fold ``i``
-trains into ``save_dir/fold{i}/`` on the other folds, and its held-out images choose nothing: the checkpoint and the
-temperature are chosen on an inner split of its training part (a seeded, stratified ``val_fraction`` of it, the
-same function again), so ``oof.csv`` and everything read from it are out-of-sample. The mislabel finder follows confident learning (Northcutt et al., 2021): an image is a
-label issue when another class's out-of-fold probability reaches that class's own mean self-confidence, and
-images are ranked by the out-of-fold probability of their given label, lowest first.
+audit's exact duplicates count as one image, so the copies of an image share a fold (saved as ``folds.csv``).
+Fold ``i`` trains into ``save_dir/fold{i}/`` on the other folds, and its held-out images choose nothing: the
+checkpoint and the temperature are chosen on an inner split of its training part (a seeded, stratified
+``val_fraction`` of it, the same function again), so ``oof.csv`` and everything read from it are out-of-sample.
+
+The mislabel finder follows confident learning (Northcutt et al., 2021): an image is a label issue when another
+class's out-of-fold probability reaches that class's own mean self-confidence, and images are ranked by the
+out-of-fold probability of their given label, lowest first.
 """
 import logging
 import os

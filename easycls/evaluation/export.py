@@ -121,7 +121,8 @@ def parity(reference: Predictor, exported: Predictor, images: torch.Tensor) -> f
 
 def export(model: InferenceModel, cfg: dict) -> Dict[str, float]:
     """Export in ``cfg['export_format']`` next to ``save_dir``; check each file on real images, or synthetic ones
-    where there are none; return the parity figures. Raises :class:`TrainingError` when an exported model differs by more than ``PARITY_TOLERANCE``."""
+    where there are none; return the parity figures. Raises :class:`TrainingError` when an exported model differs
+    by more than ``PARITY_TOLERANCE``."""
     formats = list(EXPORTERS) if cfg["export_format"] == "all" else [cfg["export_format"]]
     images, source = parity_images(cfg, model)
     os.makedirs(cfg["save_dir"], exist_ok=True)
