@@ -33,8 +33,8 @@ def random_label_folder(root, count=IMAGES, classes=CLASSES, seed=0):
 
 def test_out_of_fold_accuracy_with_random_labels_is_chance(tmp_path, monkeypatch):
     """Before the fix each fold kept the epoch that scored best on its own held-out images: over 12 epochs of a
-    model that memorises noise, that choice alone lifted out-of-fold accuracy to 0.70 here (0.65-0.73 over 3 data
-    seeds); after it, 0.46-0.48 on the other two seeds."""
+    model that memorises noise, that choice alone lifted out-of-fold accuracy to 0.70 here (0.65-0.73 over data
+    seeds 0-2); after it, 0.54 here (0.48 and 0.48 for seeds 1 and 2)."""
     monkeypatch.setattr(records, "plot_curves", lambda *args, **kwargs: None)  # 85% of a tiny epoch, not tested here
     data = tmp_path / "data"
     random_label_folder(str(data / "train"))
