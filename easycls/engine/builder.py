@@ -180,13 +180,13 @@ def build_model(cfg: dict) -> Tuple[nn.Module, ModelMeta]:
     """A new model with ``class_number`` outputs, with pretrained weights when configured (a local file, or timm's
     or torchvision's hub), and its metadata; ``meta.class_names`` is filled in once the data is scanned.
     ``class_number=None`` counts the classes of the data (:func:`~easycls.data.checks.with_class_number`)."""
-    cfg = with_class_number(cfg) if cfg["class_number"] is None else cfg
     name, weights, mean, std = resolve_name(cfg["model_name"]), cfg["pretrained"], None, None
-    if is_hub_pretrained(weights):
+    if is_hub_pretrained(weights):  # first: weights that cannot be had fail before the data is looked at
         weights, hub_name, mean, std = hub_weights(name, weights)
         if hub_name != name:
             log.info("pretrained %s is a %s", cfg["pretrained"], hub_name)
         name = hub_name
+    cfg = with_class_number(cfg)
     model = create_model(name, cfg["class_number"], cfg["channels"], cfg["dropout"])
     if weights:
         load_pretrained(model, weights, cfg["pretrained_key_map"])

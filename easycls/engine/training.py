@@ -82,9 +82,9 @@ def train_one(cfg: dict, progress: bool = False) -> dict:
             ensure_builtin_data(cfg)
         if dist.enabled:
             torch.distributed.barrier()
-        cfg = with_class_number(cfg)  # lists the class folders: cheap, and before a model is built
         seed_all(cfg["random_seed"])
         model, meta = builder.build_model(cfg)  # before scanning the images: a missing download fails at once
+        cfg = with_class_number(cfg)  # as build_model counted them: for config.json, checkpoints, class weights
         if cfg["audit"] and dist.is_main:
             run_log.start(cfg["save_dir"], files.LOGS["train"])
             _audit(cfg)
