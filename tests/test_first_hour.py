@@ -17,6 +17,7 @@ from easycls.cli.train import train_main
 from easycls.config import make_config, parse_overrides, read_config_file
 from easycls.core.errors import ConfigError
 from easycls.data import audit as audit_module
+from easycls.data import loaders
 from easycls.data.checks import colour_example, has_colour, with_class_number
 from easycls.data.loaders import decode_all
 from easycls.data.scan import scan_labelled
@@ -240,7 +241,8 @@ def test_the_audit_command_writes_under_the_default_save_dir(run, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- 6. progress where people wait
-def test_decoding_into_memory_shows_progress_only_when_asked(run, capsys):
+def test_decoding_into_memory_shows_progress_only_when_asked(run, capsys, monkeypatch):
+    monkeypatch.setattr(loaders, "PROGRESS_DELAY", 0.0)  # these 16 small images decode in under its 1 s
     samples = scan_labelled(os.path.join(run[1], "val"))
     images, kept = decode_all(samples, 3, (19, 25), 1, progress=True)
     assert images.shape == (16, 3, 19, 25) and "decoding into memory" in capsys.readouterr().err

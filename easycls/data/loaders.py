@@ -19,6 +19,7 @@ from easycls.data.images import ImageReadError, read_image
 from easycls.data.scan import Samples, report_skipped
 
 log = logging.getLogger(__name__)
+PROGRESS_DELAY = 1.0  # seconds before the decoding bar appears: small datasets decode without one
 
 
 
@@ -55,7 +56,7 @@ def decode_all(samples: Samples, channels: int, size, workers: int,
     failed = []
     with ThreadPoolExecutor(max(1, workers)) as pool, \
             tqdm(total=n, desc="decoding into memory", unit="img", dynamic_ncols=True, leave=False,
-                 disable=not progress) as bar:
+                 delay=PROGRESS_DELAY, disable=not progress) as bar:
         for start, part in zip(range(0, n, run), pool.map(decode_run, range(0, n, run))):
             failed += part
             bar.update(min(run, n - start))
