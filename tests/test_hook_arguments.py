@@ -11,9 +11,9 @@ from easycls.engine.hooks import build_hook
 
 @pytest.mark.parametrize("item,message", [
     (dict(type="CheckpointHook", monitor="acc"),
-     r"CheckpointHook argument monitor='acc' is not a monitored metric; allowed: val_acc, val_f1, val_loss"),
+     r"CheckpointHook argument monitor='acc' is not a monitored metric; allowed: val_acc, val_f1, val_loss, val_mAP"),
     (dict(type="EarlyStopHook", monitor="acc"),
-     r"EarlyStopHook argument monitor='acc' is not a monitored metric; allowed: val_acc, val_f1, val_loss"),
+     r"EarlyStopHook argument monitor='acc' is not a monitored metric; allowed: val_acc, val_f1, val_loss, val_mAP"),
     (dict(type="CheckpointHook", monitr="val_acc"),
      r"CheckpointHook got an unexpected keyword argument 'monitr'; its arguments: monitor, save_best_only, "
      r"save_one_only"),

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 from conftest import ROOT, cfg_overrides, tiny_cfg
+from PIL import Image
 from safetensors.torch import save_file
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -63,9 +64,17 @@ def test_pretrained_true_loads_the_cached_hub_weights_and_a_frozen_backbone_keep
     assert meta["mean"] == [0.5] and meta["std"] == [0.5]  # test_resnet's pretrained normalisation
 
 
+def unscanned_folder(root):
+    """Two class folders of one image each: listed to count the classes, never decoded before the weights come."""
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(root / name / "1.png")
+    return str(root)
+
+
 def test_nothing_cached_is_one_line_before_any_folder_or_scan(tmp_path):
     cfg = {"model_name": "test_efficientnet", "pretrained": True, "save_dir": str(tmp_path / "o"),
-           "train_path": str(tmp_path / "never_scanned")}
+           "train_path": unscanned_folder(tmp_path / "never_scanned")}
     result = run("train.py", *cfg_overrides(cfg), env={"HF_HOME": str(tmp_path / "empty")}, cwd=tmp_path)
     assert result.returncode == 2
     err = result.stderr.strip()

@@ -9,7 +9,7 @@ import pytest
 import torch
 from huggingface_hub import constants as hf_constants
 from safetensors.torch import save_file
-from test_hub import cache_repo, weights_of
+from test_hub import cache_repo, unscanned_folder, weights_of
 
 from easycls.cli.train import train_main
 from easycls.models.hub import create_hub_model, unreachable
@@ -37,7 +37,8 @@ def online_mode_empty_cache(tmp_path, monkeypatch):
 
 def train_fails_fast(tmp_path, capsys, caplog, **cfg):
     """Run train.py's command in-process; return its one stderr line after checking the code, time and silence."""
-    cfg = {"pretrained": True, "save_dir": str(tmp_path / "o"), "train_path": str(tmp_path / "never_scanned"), **cfg}
+    cfg = {"pretrained": True, "save_dir": str(tmp_path / "o"),
+           "train_path": unscanned_folder(tmp_path / "never_scanned"), **cfg}
     caplog.set_level(logging.WARNING)
     start = time.perf_counter()
     code = train_main([f"{k}={v!r}" for k, v in cfg.items()])

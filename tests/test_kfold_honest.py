@@ -90,3 +90,21 @@ def test_val_fold_and_the_k_fold_run_use_the_same_folds_and_hold_the_fold_out(tw
         assert sorted(trained_on) == sorted(table["image_id"][table["fold"] != fold])
         # val (which picks best.pth and the temperature) is about a quarter of the fold's training part
         assert abs(len(val.paths) / len(trained_on) - 0.25) < 0.05 and set(val.labels) == {0, 1, 2}
+
+
+def test_a_labels_csv_cross_validates_with_its_held_out_fold_choosing_nothing(twins):
+    """val_fraction=0 on a labels CSV: fold i's checkpoint was chosen on fold i itself before the fix."""
+    root, _ = twins
+    train_path = root / "data" / "train"
+    ids = image_ids(scan_labelled(str(train_path)).paths, str(train_path))
+    pd.DataFrame({"image_id": ids, "label": [i.split("/")[0] for i in ids]}).to_csv(root / "labels.csv", index=False)
+    cfg = folds_cfg(root / "data", root / "out", label_type="CSV", label_path=str(root / "labels.csv"),
+                    val_fraction=0)
+    _, folds, ids = kfold.prepare(cfg, image_ids)
+    for fold in range(3):
+        train, val = builder.train_val_samples({**cfg, "val_fold": fold})
+        trained_on = image_ids(train.paths + val.paths, str(train_path))
+        assert sorted(trained_on) == sorted(i for i, f in zip(ids, folds) if f != fold)
+        assert not set(image_ids(train.paths, str(train_path))) & set(image_ids(val.paths, str(train_path)))
+        # 1/10 asked; 8 twin-aware units per class allow at most 6 parts here, so about 1/6 of 30 images
+        assert 0.1 <= len(val.paths) / len(trained_on) <= 0.2

@@ -9,8 +9,9 @@ the same function again), so ``oof.csv`` and everything read from it are out-of-
 confident learning (Northcutt et al., 2021): an image is a label issue when another class's out-of-fold probability
 reaches that class's own mean self-confidence, and images are ranked by the out-of-fold probability of their given
 label, lowest first.
-For multi-label data the stratification uses each image's rarest label, and a labels CSV cross-validates with
-``val_path=''`` and ``val_fraction=0``; the mislabel finder is single-label.
+For multi-label data the stratification uses each image's rarest label. A labels CSV cross-validates with
+``val_path=''`` and ``val_fraction=0``; its inner split is then :data:`CSV_INNER_FRACTION` of the other folds. The
+mislabel finder is single-label.
 """
 import logging
 import os
@@ -32,6 +33,8 @@ from easycls.evaluation.multilabel import multilabel_cv_summary, multilabel_oof_
 from easycls.evaluation.predictor import InferenceModel, inference_loader
 
 log = logging.getLogger(__name__)
+
+CSV_INNER_FRACTION = 0.1  # a labels CSV's folds (val_fraction=0 asks for them): the share that chooses the checkpoint
 
 
 def duplicate_groups(samples: Samples, workers: int = 1) -> np.ndarray:
@@ -86,16 +89,17 @@ def fold_ids(samples: Samples, k: int, seed: int, groups: np.ndarray) -> np.ndar
     return assign_folds(samples.labels, groups, k, seed)
 
 
-def fold_parts(samples: Samples, cfg: dict) -> Tuple[Samples, Samples, Samples]:
+def fold_parts(samples: Samples, cfg: dict, fraction: float = 0.0) -> Tuple[Samples, Samples, Samples]:
     """Fold ``val_fold``'s train, val and held-out images. The held-out fold is scored only for ``oof.csv``; val,
-    which chooses the checkpoint and fits the temperature, is a seeded, stratified ``val_fraction`` of the other
-    folds (1/n of them for the nearest whole n), duplicates again kept on one side."""
+    which chooses the checkpoint and fits the temperature, is a seeded, stratified ``fraction`` (default
+    ``val_fraction``) of the other folds (1/n of them for the nearest whole n), duplicates again kept on one side."""
     groups = duplicate_groups(samples, cfg["num_workers"])
     folds = fold_ids(samples, cfg["k_fold"], cfg["random_seed"], groups)
     rest, held_out = np.flatnonzero(folds != cfg["val_fold"]), np.flatnonzero(folds == cfg["val_fold"])
-    labels = np.asarray(samples.labels)[rest]
-    largest = int(np.bincount(_units(labels, groups[rest])[0]).max())  # StratifiedKFold's most folds
-    inner = assign_folds(labels, groups[rest], max(2, min(round(1 / cfg["val_fraction"]), largest)), cfg["random_seed"])
+    labels = strata(samples.subset(rest.tolist()))
+    largest = int(np.unique(_units(labels, groups[rest])[0], return_counts=True)[1].max())  # the most folds
+    parts = max(2, min(round(1 / (fraction or cfg["val_fraction"])), largest))
+    inner = assign_folds(labels, groups[rest], parts, cfg["random_seed"])
     return (samples.subset(rest[inner != 0].tolist()), samples.subset(rest[inner == 0].tolist()),
             samples.subset(held_out.tolist()))
 

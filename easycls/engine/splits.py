@@ -43,7 +43,8 @@ def _checked(samples: Samples, cfg: dict, what: str) -> Samples:
 def csv_split(cfg: dict) -> Tuple[Samples, Samples]:
     """label_type='CSV': labels from ``label_path`` (single- or multi-label); val from its split column, else
     ``val_path`` (class folders, single-label), else a seeded ``val_fraction`` of it stratified on the labels (the
-    rarest label of each image for multi-label), or fold ``val_fold`` of ``k_fold`` with ``val_fraction=0``;
+    rarest label of each image for multi-label), or with ``val_fraction=0`` the other folds than ``val_fold`` of
+    ``k_fold`` (an inner share of them is val: fold ``val_fold`` itself is held out for ``oof.csv``);
     ``save_dir/split.csv`` from an earlier run wins on resume."""
     saved = files.out(cfg, files.SPLIT)
     source = saved if cfg["resume"] and os.path.isfile(saved) else cfg["label_path"]
@@ -54,10 +55,10 @@ def csv_split(cfg: dict) -> Tuple[Samples, Samples]:
             raise ConfigError("val_path holds class folders, one label per image; for multi-label data give the val "
                               "rows in label_path (a split column) or set val_path='' (a val_fraction share)")
         return samples, scan_labelled(cfg["val_path"], samples.classes)
-    if split is None and cfg["val_fraction"] == 0:
-        groups = kfold.duplicate_groups(samples, cfg["num_workers"])  # the folds kfold.prepare writes
-        is_val = kfold.fold_ids(samples, cfg["k_fold"], cfg["random_seed"], groups) == cfg["val_fold"]
-    elif split is None:
+    if split is None and cfg["val_fraction"] == 0:  # fold val_fold is held out; an inner share chooses
+        train, val, _ = fold_parts(samples, cfg, kfold.CSV_INNER_FRACTION)
+        return train, val
+    if split is None:
         is_val = holdout(strata(samples), cfg["val_fraction"], cfg["random_seed"])
     else:
         is_val = np.asarray(split) == "val"

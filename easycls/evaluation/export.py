@@ -20,7 +20,7 @@ from easycls.core import files
 from easycls.core.errors import DataError, TrainingError
 from easycls.data.loaders import FileDataset
 from easycls.data.scan import scan_labelled, scan_unlabelled
-from easycls.evaluation.paths import problem
+from easycls.evaluation.paths import path_error, problem, trained_config
 from easycls.evaluation.predictor import META_KEY, InferenceModel, OnnxModel, Predictor, TorchScriptModel, require_extra
 
 log = logging.getLogger(__name__)
@@ -93,18 +93,21 @@ def parity_images(cfg: dict, model: InferenceModel, count: int = PARITY_IMAGES) 
     """``count`` uint8 images at the model's size and channels to check an export on, and what they are: up to
     ``count`` readable images from val_path, or else test_path; or else (exporting on a machine without the data)
     ``count`` seeded synthetic ones."""
+    problems = []
     for key in ("val_path", "test_path"):
         try:
             samples = scan_labelled(cfg[key], model.meta.class_names) if key == "val_path" else \
                 scan_unlabelled(cfg[key])[0]
         except DataError as exc:
-            log.info("export parity check: %s", problem(key, cfg[key]) or f"{key} {cfg[key]}: {exc}")
+            problems.append((key, problem(key, cfg[key]) or f"{key} {cfg[key]}: {exc}"))
             continue
         dataset = FileDataset(samples, model.meta.channels, model.meta.img_size)
         decoded = (dataset[i][0] for i in range(min(len(dataset), 4 * count)))
         images = [image for image in decoded if image is not None]
         if images:
             return torch.from_numpy(np.stack(images[:count])).permute(0, 3, 1, 2), f"images from {cfg[key]}"
+    if problems:  # the run's own paths, when it was trained with others: the way to check on real images
+        log.info("export parity check: %s", path_error(problems, cfg, trained_config(cfg, model)).args[0])
     return synthetic_images(model, count, cfg["random_seed"]), \
         "seeded synthetic images (val_path and test_path have no readable images)"
 
