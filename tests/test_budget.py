@@ -395,11 +395,11 @@ def test_a_budget_too_small_fails_before_any_file_is_written(tiny_data, tmp_path
     assert not (tmp_path / "o").exists()
 
 
-def test_auto_trains_the_chosen_candidate_and_says_why(tiny_data, tmp_path, monkeypatch, caplog):
+def test_auto_trains_the_chosen_candidate_and_says_why(tiny_data, tmp_path, monkeypatch, easycls_log):
     monkeypatch.setattr(probe, "AUTO_CANDIDATES", ("test_resnet", "test_efficientnet"))
-    with caplog.at_level("INFO", logger="easycls"):
-        result = easycls.train(tiny_cfg(tiny_data, tmp_path / "o", model_name="auto", time_budget="20m", epochs=1))
+    result = easycls.train(tiny_cfg(tiny_data, tmp_path / "o", model_name="auto", time_budget="20m", epochs=1))
     chosen = json.loads((tmp_path / "o" / "config.json").read_text())["model_probe"]["chosen"]
     assert chosen in ("test_resnet", "test_efficientnet")
     assert torch.load(result.files["best.pth"], weights_only=True)["meta"]["model_name"] == chosen
-    assert f"chose {chosen}" in caplog.text and "img/s" in caplog.text
+    text = "\n".join(easycls_log)
+    assert f"chose {chosen}" in text and "img/s" in text

@@ -12,7 +12,7 @@ from easycls.config.loading import validate
 from easycls.config.schema import defaults
 from easycls.data import labels as label_csv
 from easycls.data.scan import Samples
-from easycls.engine import builder
+from easycls.engine import builder, splits
 
 
 def csv_run(tmp_path, monkeypatch, rows):
@@ -21,7 +21,7 @@ def csv_run(tmp_path, monkeypatch, rows):
     rng = np.random.default_rng(0)
     samples = Samples([f"{tmp_path}/{i:07d}.png" for i in range(rows)], rng.integers(0, 10, rows).tolist(),
                       [str(c) for c in range(10)])
-    monkeypatch.setattr(builder, "read_label_csv", lambda *args: (samples, None))
+    monkeypatch.setattr(splits, "read_labels", lambda *args: (samples, None))
     (tmp_path / "labels.csv").write_text("image_id,label\n")
     return validate({**defaults(), "label_type": "CSV", "label_path": str(tmp_path / "labels.csv"),
                      "train_path": str(tmp_path), "val_path": "", "class_number": 10, "sample_weights": "balanced",

@@ -1,6 +1,9 @@
-"""`python -m easycls.bench` (throughput) and `python -m easycls.bench --setup`: see docs/benchmarks.md."""
+"""`python -m easycls.bench` (throughput), `--setup` (set-up at scale) and `--budget` (time budgets): see
+docs/benchmarks.md."""
 import sys
 
-from easycls.bench import setup, throughput
+from easycls.bench import budget, setup, throughput
 
-sys.exit(setup.main() if "--setup" in sys.argv[1:] else throughput.main())
+if "--setup" in sys.argv[1:]:
+    sys.exit(setup.main())
+sys.exit(budget.main() if "--budget" in sys.argv[1:] else throughput.main())
