@@ -33,28 +33,40 @@ def watch_run(args: List[str], save_dir: str, stop_after: Optional[float] = None
     epoch's row appears in ``save_dir/results.csv``. Stopped with SIGINT (as Ctrl-C) once ``stop_after`` seconds
     have passed and ``stop_when(epoch_rows)`` holds. Returns the epochs' rows with ``wall``, and the process's
     total wall time."""
-    results = os.path.join(save_dir, "results.csv")
+    results, console = os.path.join(save_dir, "results.csv"), save_dir.rstrip("/") + ".console.txt"
+    os.makedirs(os.path.dirname(console) or ".", exist_ok=True)
     start = time.monotonic()
-    process = subprocess.Popen([sys.executable, "train.py", *args, f"save_dir={save_dir}"], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with open(console, "w", encoding="utf-8") as log:  # a file, not a pipe: a full pipe would stall the run
+        process = subprocess.Popen([sys.executable, "train.py", *args, f"save_dir={save_dir}"], cwd=ROOT,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        rows, stopping = _watch(process, results, start, stop_after, stop_when)
+    wall = time.monotonic() - start
+    if process.returncode not in (0, 130, -signal.SIGINT) and not stopping:
+        with open(console, encoding="utf-8") as log:
+            raise RuntimeError(f"train.py {' '.join(args)} failed:\n{log.read()[-2000:]}")
+    if os.path.isfile(results):  # the last epoch may land as the process ends
+        table = pd.read_csv(results)
+        rows += [{**row.to_dict(), "wall": round(wall, 1)} for _, row in table.iloc[len(rows):].iterrows()]
+    return {"epochs": rows, "wall": round(wall, 1)}
+
+
+def _watch(process, results: str, start: float, stop_after: Optional[float], stop_when):
+    """Poll ``results.csv`` until the process ends; SIGINT it once ``stop_after`` has passed and ``stop_when``."""
     rows, seen, stopping = [], 0.0, False
     while process.poll() is None:
         time.sleep(0.25)
         if os.path.isfile(results) and os.path.getmtime(results) != seen:
+            try:
+                table = pd.read_csv(results)
+            except (pd.errors.EmptyDataError, pd.errors.ParserError):  # caught mid-write: read it next time
+                continue
             seen = os.path.getmtime(results)
-            table = pd.read_csv(results)
             for _, row in table.iloc[len(rows):].iterrows():
                 rows.append({**row.to_dict(), "wall": round(time.monotonic() - start, 1)})
         if not stopping and stop_after is not None and time.monotonic() - start > stop_after and stop_when(rows):
             process.send_signal(signal.SIGINT)
             stopping = True
-    wall = time.monotonic() - start
-    if process.returncode not in (0, 130, -signal.SIGINT) and not stopping:
-        raise RuntimeError(f"train.py {' '.join(args)} failed:\n{process.stderr.read()[-2000:]}")
-    if os.path.isfile(results):  # the last epoch may land as the process ends
-        table = pd.read_csv(results)
-        rows += [{**row.to_dict(), "wall": round(wall, 1)} for _, row in table.iloc[len(rows):].iterrows()]
-    return {"epochs": rows, "wall": round(wall, 1)}
+    return rows, stopping
 
 
 def best_by(rows: List[Dict], seconds: float) -> Optional[float]:
