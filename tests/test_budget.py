@@ -267,6 +267,38 @@ def test_the_epochs_end_the_run_first_with_the_rate_annealed_by_then(tiny_data, 
     assert frame["elapsed"].iloc[-1] < 60
 
 
+class Plateau(Hook):
+    """val_acc stays at 0.5 whatever the model does: patience runs out."""
+
+    priority = 35  # before EarlyStopHook reads it
+
+    def after_val_epoch(self, runner, metrics) -> None:
+        metrics["val_acc"] = 0.5
+
+
+def test_an_early_stop_under_a_budget_anneals_over_one_more_epoch_first(tiny_data, tmp_path, easycls_log):
+    # 48 images, batch 4: 12 batches an epoch; patience 1 runs out after epoch 2, then epoch 3 anneals
+    cfg = {**defaults(), **tiny_cfg(tiny_data, tmp_path / "o", scheduler="cosine", time_budget=3600, epochs=50,
+                                    batch_size=4, early_stop_patience=1, budget_warmup=0)}
+    clock = FakeClock(5.0)
+    budget = TimeBudget(3600, started=0.0, clock=clock)
+    train_loader, val_loader, classes = builder.build_train_loaders(cfg, DistInfo())
+    model, meta = builder.build_model(cfg)
+    meta.class_names = classes
+    runner = builder.build_runner(cfg, model, meta, device=torch.device("cpu"), budget=budget,
+                                  hooks=builder.build_hooks(cfg, budget) + [Tick(clock, 0.5, 1.0), Plateau()])
+    runner.train(DeadlineLoader(train_loader, budget), val_loader)
+    frame = pd.read_csv(tmp_path / "o" / "results.csv")
+    assert len(frame) == 3 and budget.done == 36
+    start = budget._batch_anchor[1]  # the progress when patience ran out: the 24th of 600 batches had started
+    assert 23 / 600 <= start < 0.05
+    assert frame["lr"].iloc[2] == pytest.approx(0.01 * runner.scheduler.factor(start))  # no jump
+    assert frame["lr_end"].iloc[2] == pytest.approx(0.01 * runner.scheduler.factor(start + (1 - start) * 11 / 12))
+    assert frame["lr_end"].iloc[2] < 0.02 * 0.01 < frame["lr_end"].iloc[1]
+    assert any("early stop comes after one more epoch" in line for line in easycls_log)
+    assert torch.load(tmp_path / "o" / "last.pth", weights_only=True)["stopped"]
+
+
 def test_the_run_stops_between_epochs_when_the_next_would_train_no_batch(tiny_data, tmp_path):
     # validation costs more than what is left after epoch 1: that epoch ends the run
     runner, budget, summary, frame = budget_run(tiny_data, tmp_path, 14.0, batch=2.0, val=3.0, now=1.0, epochs=9,

@@ -62,22 +62,22 @@ def test_train_writes_every_output(trained):
     assert json.load(open(os.path.join(out, "config.json")))["epochs"] == 2
 
 
-def test_evaluate_and_predict_agree_with_sklearn(trained, tiny_data, tmp_path):
-    """evaluate.py and predict.py as a user runs them, each a process of its own."""
+def test_evaluate_and_predict_agree_with_sklearn(trained, tiny_data, tmp_path, monkeypatch, capsys):
+    """evaluate.py and predict.py with the training run's config file, from another folder."""
     cfg, config, _ = trained
     out = str(tmp_path / "out")
     elsewhere = [f"save_dir={out!r}", f"model_path={os.path.join(cfg['save_dir'], 'best.pth')!r}"]
+    monkeypatch.chdir(tmp_path)
     # Small batches of a single class each, of different sizes: any train-mode BatchNorm would show.
-    result = run_script("evaluate.py", "--config", config, f"eval_path={str(tiny_data / 'test')!r}",
-                        "test_batch_size=5", *elsewhere, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "accuracy" in result.stdout and "macro" in result.stdout and "middle" in result.stdout
+    code = evaluate_main(["--config", config, f"eval_path={str(tiny_data / 'test')!r}", "test_batch_size=5",
+                          *elsewhere])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "accuracy" in stdout and "macro" in stdout and "middle" in stdout
     metrics = json.load(open(os.path.join(out, "eval", "metrics.json")))
     for name in ("per_class.csv", "confusion_matrix.csv", "confusion_matrix.png"):
         assert os.path.getsize(os.path.join(out, "eval", name)) > 0
-    result = run_script("predict.py", "--config", config, "save_probs=True", "test_batch_size=4", *elsewhere,
-                        cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
+    assert predict_main(["--config", config, "save_probs=True", "test_batch_size=4", *elsewhere]) == 0
     pre = pd.read_csv(os.path.join(out, "pre.csv"))
     assert list(pre.columns[:5]) == ["image_id", "label", "class_name", "confidence", "status"]
     truth = [["left", "middle", "right"].index(i.split("/")[0]) for i in pre["image_id"]]

@@ -1,14 +1,18 @@
 """export.py, predict/evaluate from exported files (without timm), and the learning-rate finder."""
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
-from conftest import cfg_overrides, make_tiny_data, run_script, tiny_cfg
+from conftest import cfg_overrides, make_tiny_data, tiny_cfg
 
+from easycls.cli.inference import export_main, predict_main
 from easycls.cli.train import train_main
 from easycls.core.errors import ConfigError
 
@@ -20,10 +24,12 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     data = make_tiny_data(root)
     cfg = tiny_cfg(data, root / "out", epochs=2)
-    assert run_script("train.py", *cfg_overrides(cfg)).returncode == 0
-    result = run_script("export.py", *cfg_overrides({**cfg, "export_format": "all"}))
-    assert result.returncode == 0, result.stderr
-    return cfg, data, result
+    assert train_main(cfg_overrides(cfg)) == 0
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = export_main(cfg_overrides({**cfg, "export_format": "all"}))
+    assert code == 0, err.getvalue()
+    return cfg, data, SimpleNamespace(stdout=out.getvalue())
 
 
 def test_export_writes_both_files_with_metadata_and_prints_parity(exported):
@@ -56,9 +62,8 @@ def test_exported_graphs_take_unit_range_input_with_any_batch_size(exported):
 def test_predict_and_evaluate_from_an_exported_file_match_the_checkpoint_without_timm(exported, tmp_path, name):
     cfg, data, _ = exported
     reference = tmp_path / "ref"
-    assert run_script("predict.py", *cfg_overrides({**cfg, "save_dir": str(reference),
-                                                    "model_path": os.path.join(cfg["save_dir"], "best.pth")})
-                      ).returncode == 0
+    assert predict_main(cfg_overrides({**cfg, "save_dir": str(reference),
+                                       "model_path": os.path.join(cfg["save_dir"], "best.pth")})) == 0
     code = ("import sys; from easycls.cli import predict_main, evaluate_main; "
             "assert predict_main(sys.argv[1:]) == 0 and evaluate_main(sys.argv[1:]) == 0; "
             "assert 'timm' not in sys.modules, 'timm was imported'")

@@ -2,14 +2,17 @@
 the tests lay out themselves (HF_HUB_OFFLINE=1; nothing touches the network)."""
 import os
 import shutil
-import subprocess
-import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import ROOT, cfg_overrides, tiny_cfg
+from conftest import cfg_overrides, tiny_cfg
+from huggingface_hub import constants as hf_constants
 from PIL import Image
 from safetensors.torch import save_file
+
+from easycls.cli.inference import predict_main
+from easycls.cli.train import train_main
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -31,10 +34,27 @@ def weights_of(name, seed):
     return {k: v.contiguous() for k, v in timm.create_model(name).state_dict().items()}
 
 
-def run(script, *args, env=None, cwd=None):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], check=False, capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=300)
+@pytest.fixture
+def run(monkeypatch, capsys):
+    """Run a command's entry point in this process as ``python <script> *args`` would, with ``env`` set (HF_HOME
+    and TORCH_HOME are read where huggingface_hub and torch.hub read them) and HF_HUB_OFFLINE=1; returns its exit
+    code and output."""
+    mains = {"train.py": train_main, "predict.py": predict_main}
+
+    def run_main(script, *args, env=None, cwd=None):
+        env = {"HF_HOME": os.environ.get("HF_HOME", ""), **(env or {})}
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+        if env["HF_HOME"]:
+            monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", os.path.join(env["HF_HOME"], "hub"))
+        if cwd:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        code = mains[script](list(args))
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+    return run_main
 
 
 @pytest.fixture
@@ -46,7 +66,7 @@ def hf_home(tmp_path):
 
 
 def test_pretrained_true_loads_the_cached_hub_weights_and_a_frozen_backbone_keeps_them(tiny_data, tmp_path,
-                                                                                       hf_home):
+                                                                                       hf_home, run):
     home, cached = hf_home
     cfg = tiny_cfg(tiny_data, tmp_path / "o", pretrained=True, freeze_nonlinear_epoch=2, epochs=2, channels=1)
     result = run("train.py", *cfg_overrides(cfg), env={"HF_HOME": str(home)})
@@ -72,7 +92,7 @@ def unscanned_folder(root):
     return str(root)
 
 
-def test_nothing_cached_is_one_line_before_any_folder_or_scan(tmp_path):
+def test_nothing_cached_is_one_line_before_any_folder_or_scan(tmp_path, run):
     cfg = {"model_name": "test_efficientnet", "pretrained": True, "save_dir": str(tmp_path / "o"),
            "train_path": unscanned_folder(tmp_path / "never_scanned")}
     result = run("train.py", *cfg_overrides(cfg), env={"HF_HOME": str(tmp_path / "empty")}, cwd=tmp_path)
@@ -84,7 +104,7 @@ def test_nothing_cached_is_one_line_before_any_folder_or_scan(tmp_path):
     assert not os.path.exists(tmp_path / "o") and not os.path.exists(tmp_path / "data")
 
 
-def test_hf_hub_repository_defines_the_architecture(tiny_data, tmp_path):
+def test_hf_hub_repository_defines_the_architecture(tiny_data, tmp_path, run):
     import timm
     home = tmp_path / "hf"
     torch.manual_seed(3)
@@ -102,7 +122,7 @@ def test_hf_hub_repository_defines_the_architecture(tiny_data, tmp_path):
     assert run("predict.py", *cfg_overrides(cfg)).returncode == 0  # the checkpoint rebuilds without the hub
 
 
-def test_torchvision_default_weights_from_the_torch_hub_cache(tiny_data, tmp_path):
+def test_torchvision_default_weights_from_the_torch_hub_cache(tiny_data, tmp_path, run):
     import torchvision
     weights = torchvision.models.get_model_weights("squeezenet1_1").DEFAULT
     torch.manual_seed(5)

@@ -4,6 +4,7 @@ import torch
 from conftest import make_tiny_data, run_script, tiny_cfg, write_config
 from safetensors.torch import save_file
 
+from easycls.cli.train import train_main
 from easycls.core.errors import CheckpointError, ConfigError
 from easycls.models.factory import (
     classifier_prefix,
@@ -133,12 +134,13 @@ def test_small_input_resnet_has_no_hub_weights():
         create_hub_model("resnet10t_small", True, num_classes=10)
 
 
-def test_small_input_resnet_trains_and_reloads_by_name_in_a_new_process(tmp_path):
+def test_small_input_resnet_trains_and_reloads_by_name_in_a_new_process(tmp_path, monkeypatch):
     data = make_tiny_data(tmp_path)
     cfg = tiny_cfg(data, tmp_path / "out", model_name="resnet10t_small", epochs=4, optimizer="AdamW",
                    learning_rate=0.003)
     config = write_config(tmp_path / "config.py", cfg)
-    assert run_script("train.py", "--config", config, cwd=tmp_path).returncode == 0
+    monkeypatch.chdir(tmp_path)
+    assert train_main(["--config", config]) == 0
     assert pd.read_csv(tmp_path / "out" / "results.csv")["val_acc"].max() >= 0.9
     result = run_script("predict.py", "--config", config, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

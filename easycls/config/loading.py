@@ -15,6 +15,7 @@ import runpy
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from easycls.config.schema import SCHEMA, _int_ge, defaults
+from easycls.core import files
 from easycls.core.errors import ConfigError
 from easycls.core.spellings import OLD_SPELLINGS, clear_name, clear_names
 
@@ -168,6 +169,7 @@ def _read_json_config(path: str) -> dict:
         raise ConfigError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path} must hold a JSON object of config keys, as a run's config.json does")
+    cfg.pop(files.PROBE_RECORD, None)  # what a budgeted run measured: a record, not a key to run with
     return _registered_hooks_only(cfg, path)
 
 

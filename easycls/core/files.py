@@ -11,6 +11,7 @@ LOSS_PLOT = "loss.png"
 ACC_PLOT = "acc.png"
 LR_PLOT = "lr.png"
 CONFIG_JSON = "config.json"
+PROBE_RECORD = "model_probe"  # config.json of a budgeted run: the probe's figures, a record beside the keys
 DATA_JSON = "data.json"
 SPLIT = "split.csv"
 DATA_PREVIEW = "data_preview.png"

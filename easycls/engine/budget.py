@@ -65,6 +65,7 @@ class TimeBudget:
         self.batch_seconds, self.recent = 0.0, deque(maxlen=8)  # mean and last few seconds a training batch
         self.train_start: Optional[float] = None
         self.done, self.total, self.reached = 0, 1, 0.0
+        self._batch_anchor = (0, 0.0)  # (batches done, progress) the batch share is counted from
         self._anchor = (0.0, 0.0, 0.0)  # (time, progress, training end) the time progress is planned from
         self._last_tick: Optional[float] = None
 
@@ -114,8 +115,16 @@ class TimeBudget:
             self.continue_from(self.reached)
         since, start, end = self._anchor
         by_time = start + (1 - start) * (self.now() - since) / max(end - since, 1e-6)
-        self.reached = min(1.0, max(self.reached, by_time, self.done / self.total))
+        done, start = self._batch_anchor
+        by_batches = start + (1 - start) * (self.done - done) / max(self.total - done, 1)
+        self.reached = min(1.0, max(self.reached, by_time, by_batches))
         return self.reached
+
+    def finish_within(self, batches: int) -> None:
+        """End the schedule ``batches`` batches from now (an early stop anneals first): from the progress reached to
+        1 over them, or sooner if the time runs out first."""
+        self._batch_anchor = (self.done, self.reached)
+        self.total = self.done + max(1, batches)
 
     def tick(self) -> float:
         """Before each training batch: count it, time the previous one, and return the progress."""

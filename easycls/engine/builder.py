@@ -22,7 +22,7 @@ from easycls.data.multilabel import positive_weights
 from easycls.engine.budget import TimeBudget, check_budget_config
 from easycls.engine.distill import load_teacher
 from easycls.engine.hooks.base import Hook, build_hook
-from easycls.engine.hooks.budget import BudgetHook
+from easycls.engine.hooks.budget import AnnealBeforeStopHook, BudgetHook
 from easycls.engine.hooks.records import DataPreviewHook, LoggerHook, ReportHook, TensorBoardHook
 from easycls.engine.hooks.training import (
     CalibrationHook,
@@ -110,6 +110,8 @@ def build_hooks(cfg: dict, budget: Optional[TimeBudget] = None, multi_label: boo
     hooks = [schedule, EarlyStopHook(cfg["monitor"], cfg["early_stop_patience"]),
              LoggerHook(status=schedule.status if budget is not None else None),
              CheckpointHook(cfg["monitor"], cfg["save_best_only"], cfg["save_one_only"])]
+    if budget is not None and cfg["early_stop_patience"]:
+        hooks.append(AnnealBeforeStopHook(budget))
     if cfg["freeze_nonlinear_epoch"]:
         hooks.append(FreezeHook(cfg["freeze_nonlinear_epoch"]))
     if cfg["ema"]:

@@ -147,7 +147,7 @@ def _prepare_outputs(cfg: dict, classes, train_loader, val_loader, fresh: bool, 
         CheckpointSaver(cfg["save_dir"]).remove_stale()
     if cfg["cfg_verbose"]:
         log.info("config:\n%s", "\n".join(f"  {k} = {v!r}" for k, v in cfg.items()))
-    save_json({**plain(cfg), **({"model_probe": probed} if probed else {})}, files.out(cfg, files.CONFIG_JSON))
+    save_json({**plain(cfg), **({files.PROBE_RECORD: probed} if probed else {})}, files.out(cfg, files.CONFIG_JSON))
     _save_data_summary(cfg, classes, train_loader, val_loader)
     if cfg["label_type"] == "CSV":
         _save_split(cfg, classes, train_loader, val_loader)

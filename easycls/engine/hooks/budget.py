@@ -6,6 +6,9 @@ take, which the budget keeps in reserve, and stops between epochs when the next 
 left (the :class:`~easycls.engine.budget.DeadlineLoader` ends an epoch mid-way at the deadline). Each epoch's row
 of ``results.csv`` gets ``elapsed`` (seconds since the budget's clock started) and ``lr_end`` (the learning rate
 of its last batch); at the end, ``lr.png`` shows the planned and the actual learning rate against time.
+
+:class:`AnnealBeforeStopHook` turns an early stop into one more epoch over which the rate anneals to its floor,
+so that a budgeted run, however it ends, ends with an annealed model.
 """
 import logging
 from typing import List, Optional, Tuple
@@ -108,3 +111,30 @@ class BudgetHook(Hook):
         self.budget.continue_from(state["progress"])
         if self.scheduler is not None:
             self.planned = self._plan()
+
+
+class AnnealBeforeStopHook(Hook):
+    """Under a time budget, an early stop comes one epoch later: over that epoch the learning rate goes from where
+    it is to its floor (:meth:`TimeBudget.finish_within`), then the run stops. Nothing changes when the rate is
+    already at its floor, the epochs are used up, or the time left would not hold one more epoch."""
+
+    priority = 45  # after EarlyStopHook (40) has decided, before the checkpoints (50) record the decision
+
+    def __init__(self, budget):
+        self.budget = budget
+        self.annealing = False
+
+    def after_val_epoch(self, runner, metrics) -> None:
+        budget = self.budget
+        if self.annealing:  # the annealing epoch has run: stop, improved or not
+            runner.stop_training = True
+            return
+        if not runner.stop_training or budget.done >= budget.total or runner.scheduler.progress >= 1.0:
+            return
+        if budget.over(ahead=budget.writes + budget.look_ahead()):  # BudgetHook stopped the run: no time left
+            return
+        runner.stop_training, self.annealing = False, True
+        budget.finish_within(runner.train_batches)
+        if runner.dist.is_main:
+            log.info("time budget: the early stop comes after one more epoch, over which the learning rate anneals "
+                     "from %.3g to its floor", runner.optimizer.param_groups[0]["lr"])
