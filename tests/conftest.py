@@ -46,12 +46,18 @@ def tiny_data(tmp_path):
 
 @pytest.fixture(autouse=True)
 def _easycls_loggers_enabled():
-    """Every test starts with the library's loggers on. import-linter's ``lint_imports`` (test_layout.py) runs
-    ``logging.config.dictConfig``, which disables every logger that exists then: the library's would stay silent
-    for the rest of the session, and a later test reading a log line would fail only in the whole suite."""
+    """Every test starts with the library's loggers on and without a command's console handler. import-linter's
+    ``lint_imports`` (test_layout.py) runs ``logging.config.dictConfig``, which disables every logger that exists
+    then: the library's would stay silent for the rest of the session, and a later test reading a log line would
+    fail only in the whole suite."""
     for name, logger in list(logging.root.manager.loggerDict.items()):
         if name.split(".")[0] == "easycls" and isinstance(logger, logging.Logger):
             logger.disabled = False
+    # A command run in-process by an earlier test left its console handler (on that test's captured stdout, now
+    # closed) and propagate=False: a process runs one command, so each test starts as a fresh process would.
+    root = logging.getLogger("easycls")
+    root.handlers = [h for h in root.handlers if not getattr(h, "easycls_console", False)]
+    root.propagate = True
 
 
 @pytest.fixture
