@@ -35,7 +35,8 @@ def write_labels(data, path):
 @pytest.fixture(scope="module")
 def keys_read(tmp_path_factory):
     """The keys read by: a plain run, then evaluate (with heatmaps), predict and export of its model; a CSV-labelled
-    run with a held-out share, distillation, EMA, mixing and pretrained weights; a k-fold run of one fold."""
+    run with a held-out share, distillation, EMA, mixing and pretrained weights; a k-fold run of one fold; a run with
+    a time budget."""
     root = tmp_path_factory.mktemp("keys")
     data = make_tiny_data(root)
     read = set()
@@ -52,17 +53,12 @@ def keys_read(tmp_path_factory):
                            label_path=write_labels(data, root / "labels.csv"), use_distill=1, teacher_path=best,
                            ema=True, mixup=True, pretrained=best, pretrained_key_map={r"^fc\.": "fc."}))
         api.train(tiny_cfg(data, root / "kfold", epochs=1, val_path="", k_flod=2, start_fold=1))
+        api.train(tiny_cfg(data, root / "budget", epochs=1, time_budget="10m", scheduler="cosine"))
     return read
 
 
-@pytest.mark.parametrize("key", list(SCHEMA))
+# budget_warmup is read after the probe has copied the config, out of this recorder's sight;
+# test_budget.py::test_the_deadline_cuts_the_last_epoch_with_the_rate_at_its_floor fails if it is not read.
+@pytest.mark.parametrize("key", [key for key in SCHEMA if key != "budget_warmup"])
 def test_every_key_is_read_by_a_run_that_uses_it(keys_read, key):
-    if key in OWN_RUNS:
-        pytest.skip(f"{key} is read by the runs of {OWN_RUNS[key]}")
     assert key in keys_read, f"no run read config key {key!r}"
-
-
-# Keys of features whose own tests train with them (a budget or multi-label run here would double this module's time).
-OWN_RUNS = {"time_budget": "tests/test_budget.py", "budget_warmup": "tests/test_budget.py",
-            "multi_label": "tests/test_multilabel_runs.py", "threshold": "tests/test_multilabel_runs.py",
-            "heatmap_class": "tests/test_multilabel_runs.py"}
