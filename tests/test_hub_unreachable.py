@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from test_hub import cache_repo, unscanned_folder, weights_of
 
 from easycls.cli.train import train_main
+from easycls.models import hub
 from easycls.models.hub import create_hub_model, unreachable
 
 
@@ -31,6 +32,7 @@ def online_mode_empty_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(hub, "PROBE_TIMEOUT", 1.0)  # a silent server costs the probe's whole wait
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

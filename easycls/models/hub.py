@@ -46,13 +46,15 @@ def is_hub_pretrained(pretrained) -> bool:
         pretrained.startswith(HF_HUB_PREFIX) or re.fullmatch(r"[A-Z][A-Z0-9_]*", pretrained) is not None))
 
 
-def unreachable(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
-    """None when the server of ``url`` answers a HEAD request within ``timeout`` seconds (any HTTP status), else
-    why not (``'Name or service not known'``, ``'no answer within 5s'``, ...).
+def unreachable(url: str, timeout: float | None = None) -> str | None:
+    """None when the server of ``url`` answers a HEAD request within ``timeout`` seconds (default
+    ``PROBE_TIMEOUT``; any HTTP status), else why not (``'Name or service not known'``, ``'no answer within 5s'``,
+    ...).
 
     It goes through the proxies the environment sets, as huggingface_hub and torch.hub do. The request runs in a
     thread, so that a slow name lookup, which socket timeouts do not cover, is bounded too.
     """
+    timeout = PROBE_TIMEOUT if timeout is None else timeout
     outcome = [f"no answer within {timeout:g}s"]
 
     def probe():
