@@ -25,6 +25,16 @@ def tensors(state, prefix=""):
     return {k: v for key, value in items for k, v in tensors(value, f"{prefix}/{key}").items()}
 
 
+def assert_same_last_checkpoint(full, other, must_have):
+    """Every tensor of ``other/last.pth`` equals ``full/last.pth``'s, among them ``must_have``; returns both."""
+    a = torch.load(full / "last.pth", weights_only=True)
+    b = torch.load(other / "last.pth", weights_only=True)
+    ta, tb = tensors(a), tensors(b)
+    assert set(ta) == set(tb) and must_have <= set(ta)
+    assert [k for k in ta if not torch.equal(ta[k], tb[k])] == []
+    return a, b
+
+
 # ----------------------------------------------------------------------------- resume
 EMA_ACCUMULATE = {"ema": True, "ema_decay": 0.9, "accumulate_steps": 2}
 
@@ -48,11 +58,8 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tiny_data, tmp_path, cap
     capsys.readouterr()
     assert train_main(cfg_overrides({**killed, "resume": True})) == 0
     assert f"resumed from {tmp_path / 'killed' / 'last.pth'} at epoch {done_before_kill + 1}" in capsys.readouterr().out
-    a = torch.load(tmp_path / "full" / "last.pth", weights_only=True)
-    b = torch.load(tmp_path / "killed" / "last.pth", weights_only=True)
-    ta, tb = tensors(a), tensors(b)
-    assert set(ta) == set(tb) and {"/model/conv1.0.weight", "/eval_model/conv1.0.weight", "/rng/0/torch"} <= set(ta)
-    assert [k for k in ta if not torch.equal(ta[k], tb[k])] == []
+    a, b = assert_same_last_checkpoint(tmp_path / "full", tmp_path / "killed",
+                                       {"/model/conv1.0.weight", "/eval_model/conv1.0.weight", "/rng/0/torch"})
     assert a["hooks"] == b["hooks"] and a["optimizer_steps"] == b["optimizer_steps"] == 4 * 2
     assert [r["lr"] for r in a["history"]] == [r["lr"] for r in b["history"]]
     assert [r["val_loss"] for r in a["history"]] == [r["val_loss"] for r in b["history"]]
@@ -114,11 +121,8 @@ def test_ctrl_c_mid_epoch_then_resume_equals_an_uninterrupted_run(tiny_data, tmp
     resume = config_with_hooks(tmp_path / "resume.py", run, "[WaitForCtrlC()]")
     assert train_main(["--config", resume, "resume=True"]) == 0
     assert "at epoch 2, batch 5" in capsys.readouterr().out and not os.path.exists(tmp_path / "run" / "interrupted.pth")
-    a = torch.load(tmp_path / "full" / "last.pth", weights_only=True)
-    b = torch.load(tmp_path / "run" / "last.pth", weights_only=True)
-    ta, tb = tensors(a), tensors(b)
-    assert set(ta) == set(tb) and {"/model/conv1.0.weight", "/eval_model/conv1.0.weight", "/rng/0/numpy/1"} <= set(ta)
-    assert [k for k in ta if not torch.equal(ta[k], tb[k])] == []
+    a, b = assert_same_last_checkpoint(tmp_path / "full", tmp_path / "run",
+                                       {"/model/conv1.0.weight", "/eval_model/conv1.0.weight", "/rng/0/numpy/1"})
     assert a["hooks"] == b["hooks"] and a["optimizer_steps"] == b["optimizer_steps"] == 3 * 3
     assert [{k: v for k, v in row.items() if k != "seconds"} for row in a["history"]] == \
         [{k: v for k, v in row.items() if k != "seconds"} for row in b["history"]]

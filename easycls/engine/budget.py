@@ -148,6 +148,11 @@ class TimeBudget:
         """The epoch's training ended: the next batch's time is not measured from here."""
         self._last_tick = None
 
+    def no_time_for_another_epoch(self) -> bool:
+        """After a validation: whether the rest of this epoch's hooks (its writes) and the next epoch's first batch
+        would run past the training deadline (agreed by every rank under torchrun)."""
+        return self.over(ahead=self.writes + self.look_ahead())
+
     def over(self, ahead: float = 0.0) -> bool:
         """Whether training must stop ``ahead`` seconds from now (agreed by every rank under torchrun)."""
         late = self.now() + ahead >= self.training_end() or self.done >= self.total

@@ -89,16 +89,16 @@ def fold_ids(samples: Samples, k: int, seed: int, groups: np.ndarray) -> np.ndar
     return assign_folds(samples.labels, groups, k, seed)
 
 
-def fold_parts(samples: Samples, cfg: dict, fraction: float = 0.0) -> Tuple[Samples, Samples, Samples]:
+def fold_parts(samples: Samples, cfg: dict) -> Tuple[Samples, Samples, Samples]:
     """Fold ``val_fold``'s train, val and held-out images. The held-out fold is scored only for ``oof.csv``; val,
-    which chooses the checkpoint and fits the temperature, is a seeded, stratified ``fraction`` (default
-    ``val_fraction``) of the other folds (1/n of them for the nearest whole n), duplicates again kept on one side."""
+    which chooses the checkpoint and fits the temperature, is a seeded, stratified ``val_fraction`` of the other
+    folds (1/n of them for the nearest whole n), duplicates again kept on one side."""
     groups = duplicate_groups(samples, cfg["num_workers"])
     folds = fold_ids(samples, cfg["k_fold"], cfg["random_seed"], groups)
     rest, held_out = np.flatnonzero(folds != cfg["val_fold"]), np.flatnonzero(folds == cfg["val_fold"])
     labels = strata(samples.subset(rest.tolist()))
     largest = int(np.unique(_units(labels, groups[rest])[0], return_counts=True)[1].max())  # the most folds
-    parts = max(2, min(round(1 / (fraction or cfg["val_fraction"])), largest))
+    parts = max(2, min(round(1 / cfg["val_fraction"]), largest))
     inner = assign_folds(labels, groups[rest], parts, cfg["random_seed"])
     return (samples.subset(rest[inner != 0].tolist()), samples.subset(rest[inner == 0].tolist()),
             samples.subset(held_out.tolist()))

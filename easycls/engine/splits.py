@@ -56,7 +56,7 @@ def csv_split(cfg: dict) -> Tuple[Samples, Samples]:
                               "rows in label_path (a split column) or set val_path='' (a val_fraction share)")
         return samples, scan_labelled(cfg["val_path"], samples.classes)
     if split is None and cfg["val_fraction"] == 0:  # fold val_fold is held out; an inner share chooses
-        train, val, _ = fold_parts(samples, cfg, kfold.CSV_INNER_FRACTION)
+        train, val, _ = fold_parts(samples, {**cfg, "val_fraction": kfold.CSV_INNER_FRACTION})
         return train, val
     if split is None:
         is_val = holdout(strata(samples), cfg["val_fraction"], cfg["random_seed"])

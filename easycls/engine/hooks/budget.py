@@ -85,7 +85,7 @@ class BudgetHook(Hook):
         if budget.done >= budget.total:  # the last epoch: the run ends anyway
             return
         # this epoch's remaining hooks and the next epoch's first batches must fit, else it would be all validation
-        if budget.over(ahead=budget.writes + budget.look_ahead()) and not runner.stop_training:
+        if budget.no_time_for_another_epoch() and not runner.stop_training:
             runner.stop_training = True
             if runner.dist.is_main:
                 log.info("time budget: no training time left for another epoch after epoch %d (%.1f s after the "
@@ -131,7 +131,7 @@ class AnnealBeforeStopHook(Hook):
             return
         if not runner.stop_training or budget.done >= budget.total or runner.scheduler.progress >= 1.0:
             return
-        if budget.over(ahead=budget.writes + budget.look_ahead()):  # BudgetHook stopped the run: no time left
+        if budget.no_time_for_another_epoch():  # BudgetHook stopped the run
             return
         runner.stop_training, self.annealing = False, True
         budget.finish_within(runner.train_batches)
